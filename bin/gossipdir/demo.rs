@@ -1,0 +1,291 @@
+//! `gossipdir demo`: N real nodes in one process on 127.0.0.1 (real TCP transport, noise,
+//! yamux and the real sync protocol; mDNS off), each bootstrapped to node 0. Each trial
+//! announces a new specialist on a random node and measures how many rounds (ticks of the
+//! announcing node) and how much wall time pass until every node holds it.
+//!
+//! The engine also pushes news at once (rumor mongering, `--push-fanout`, 2 by default), so a specialist
+//! often reaches every node before a single round has passed: such trials count 0 rounds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use node::libp2p::multiaddr::Protocol;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// Run N real nodes in one process and measure convergence.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 10)]
+    pub nodes: u32,
+    /// Number of trials (announcements).
+    #[arg(long, default_value_t = 20)]
+    pub trials: u32,
+    /// Gossip round interval of every node.
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = crate::node::parse_duration)]
+    pub interval: Duration,
+    /// Peers contacted per round.
+    #[arg(long, default_value_t = 2)]
+    pub fanout: u32,
+    /// Peers a new record is pushed to at once; 0 reproduces the founding experiment's
+    /// periodic-only exchanges.
+    #[arg(long, default_value_t = 2)]
+    pub push_fanout: usize,
+    /// Seed of the choice of announcing nodes and of the engines.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A trial not converged after this many rounds counts as not converged.
+    #[arg(long, default_value_t = sim::DEFAULT_MAX_ROUNDS)]
+    pub max_rounds: u32,
+    /// Print the JSON report instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Trial {
+    rounds: Option<u32>,
+    wall: Duration,
+    before_first_tick: u32,
+    /// Sync-protocol bytes received per node between the announcement and convergence.
+    bytes_per_node: f64,
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !(2..=200).contains(&args.nodes) {
+        bail!("--nodes must be between 2 and 200");
+    }
+    if args.trials == 0 {
+        bail!("--trials must be at least 1");
+    }
+    if args.interval < Duration::from_millis(10) {
+        bail!("--interval must be at least 10ms");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(demo(args))
+}
+
+fn config(args: &DemoArgs, i: u32, bootstrap: Vec<directory::Multiaddr>) -> node::NodeConfig {
+    let mut c = node::NodeConfig::new(directory::Keypair::generate_ed25519());
+    c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+    c.bootstrap = bootstrap;
+    c.api = None;
+    c.mdns = false;
+    c.interval = args.interval;
+    c.fanout = args.fanout as usize;
+    c.push_fanout = args.push_fanout;
+    c.seed = Some(args.seed.wrapping_mul(1000).wrapping_add(u64::from(i)));
+    c
+}
+
+async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let n = args.nodes as usize;
+    let setup = Instant::now();
+    let first = node::Node::spawn(config(&args, 0, Vec::new())).await?;
+    let client = first.client.clone();
+    let addr: directory::Multiaddr = wait_for("node 0 to listen", Duration::from_secs(10), || {
+        let c = client.clone();
+        async move { c.status().await.ok()?.listen_addrs.first()?.parse().ok() }
+    })
+    .await?;
+    let boot = addr.with(Protocol::P2p(first.peer_id));
+    let mut nodes = vec![first];
+    for i in 1..args.nodes {
+        nodes.push(node::Node::spawn(config(&args, i, vec![boot.clone()])).await?);
+    }
+    for node in &nodes {
+        let c = node.client.clone();
+        wait_for(
+            "every node record everywhere",
+            Duration::from_secs(60),
+            || {
+                let c = c.clone();
+                async move { (c.status().await.ok()?.nodes == n).then_some(()) }
+            },
+        )
+        .await?;
+    }
+    eprintln!(
+        "{n} nodes up and joined in {:.2?}; running {} trials",
+        setup.elapsed(),
+        args.trials
+    );
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut trials = Vec::new();
+    let deadline = args.interval * (args.max_rounds + 1);
+    for t in 0..args.trials {
+        let origin = rng.gen_range(0..n);
+        let capability = format!("demo-trial-{t}");
+        let origin_client = nodes[origin].client.clone();
+        // Read every node's counters first: under load that takes a while, which must not
+        // fall between the round count and the clock.
+        let bytes_before = received_bytes(&nodes).await?;
+        let start_round = origin_client.status().await?.round;
+        let start = Instant::now();
+        origin_client
+            .announce(node::Announce {
+                name: format!("demo-{t}"),
+                capabilities: vec![capability.clone()],
+                endpoint: Some(format!("demo://node-{origin}")),
+                ..Default::default()
+            })
+            .await?;
+        let mut holds = vec![false; n];
+        let mut before_first_tick = 0u32;
+        let trial = loop {
+            for (i, node) in nodes.iter().enumerate() {
+                if !holds[i]
+                    && !node
+                        .client
+                        .query(vec![capability.clone()])
+                        .await?
+                        .is_empty()
+                {
+                    holds[i] = true;
+                }
+            }
+            let round = origin_client.status().await?.round;
+            let ticks = round.saturating_sub(start_round) as u32;
+            if ticks == 0 {
+                before_first_tick = holds.iter().filter(|h| **h).count() as u32;
+            }
+            let done = holds.iter().all(|h| *h);
+            if done || start.elapsed() > deadline || ticks > args.max_rounds {
+                let wall = start.elapsed();
+                let bytes = received_bytes(&nodes).await?.saturating_sub(bytes_before);
+                break Trial {
+                    rounds: done.then_some(ticks),
+                    wall,
+                    before_first_tick,
+                    bytes_per_node: bytes as f64 / n as f64,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        eprintln!(
+            "trial {t}: origin node {origin}, {} round(s), {:.1?}, {} of {n} nodes held it before the first round",
+            trial
+                .rounds
+                .map_or("not converged".to_owned(), |r| r.to_string()),
+            trial.wall,
+            trial.before_first_tick
+        );
+        trials.push((origin, trial));
+    }
+    for node in nodes {
+        node.abort();
+    }
+
+    let walls: Vec<f64> = trials
+        .iter()
+        .filter(|(_, t)| t.rounds.is_some())
+        .map(|(_, t)| t.wall.as_secs_f64() * 1000.0)
+        .collect();
+    let worst_ms = walls
+        .iter()
+        .copied()
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let best_ms = walls
+        .iter()
+        .copied()
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))));
+    let avg_ms = (!walls.is_empty()).then(|| walls.iter().sum::<f64>() / walls.len() as f64);
+    let zero_round = trials.iter().filter(|(_, t)| t.rounds == Some(0)).count();
+    let bytes_per_node =
+        trials.iter().map(|(_, t)| t.bytes_per_node).sum::<f64>() / trials.len().max(1) as f64;
+    let results = trials
+        .iter()
+        .enumerate()
+        .map(|(i, (origin, t))| sim::TrialResult {
+            seed: args.seed + i as u64,
+            rounds: t.rounds,
+            extra: Some(json!({
+                "origin": origin,
+                "wall_ms": t.wall.as_secs_f64() * 1000.0,
+                "holders_before_first_round": t.before_first_tick,
+                "gossip_bytes_received_per_node": t.bytes_per_node,
+            })),
+        })
+        .collect();
+    let params = sim::SimParams {
+        nodes: args.nodes,
+        fanout: args.fanout,
+        mode: sim::Mode::PushPull,
+        trials: args.trials,
+        seed: args.seed,
+        max_rounds: args.max_rounds,
+        ..Default::default()
+    };
+    let extra = json!({
+        "transport": "libp2p tcp+noise+yamux on 127.0.0.1",
+        "interval_ms": args.interval.as_millis() as u64,
+        "push_fanout": args.push_fanout,
+        "rounds_counted": "ticks of the announcing node between the announcement and the last node holding the record",
+        "zero_round_trials": zero_round,
+        "wall_ms": { "worst": worst_ms, "average": avg_ms, "best": best_ms },
+        "gossip_bytes_received_per_node_per_trial": bytes_per_node,
+        "bytes_counted": "encoded sync-protocol messages (periodic exchanges and pushes) received between the announcement and convergence, no transport framing",
+    });
+    let report = sim::Report::new("libp2p", &params, results, Some(extra));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print!("{}", report.to_table());
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+    println!();
+    print!(
+        "{}",
+        crate::client::table(
+            &["Wall clock", "Value"],
+            &[
+                vec!["Worst-case convergence".into(), ms(worst_ms)],
+                vec!["Average convergence".into(), ms(avg_ms)],
+                vec!["Best-case convergence".into(), ms(best_ms)],
+                vec![
+                    "Round interval".into(),
+                    format!("{} ms", args.interval.as_millis())
+                ],
+                vec![
+                    "Gossip bytes received per node per trial".into(),
+                    format!("{bytes_per_node:.0} B"),
+                ],
+                vec![
+                    "Trials done before the first round".into(),
+                    format!("{zero_round}/{} (rumor pushes)", args.trials),
+                ],
+            ]
+        )
+    );
+    Ok(())
+}
+
+/// Sync-protocol bytes received so far, summed over every node.
+async fn received_bytes(nodes: &[node::Node]) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for node in nodes {
+        total += node.client.status().await?.gossip_bytes.received;
+    }
+    Ok(total)
+}

@@ -1,0 +1,165 @@
+//! N real gossipdir nodes on 127.0.0.1.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use directory::Multiaddr;
+use node::libp2p::multiaddr::Protocol;
+
+use crate::latency::{Bytes, bootstrap_choice, progress};
+
+/// The nodes and their dialable addresses (ending in `/p2p/<id>`).
+pub struct DirNet {
+    pub nodes: Vec<node::Node>,
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// Settings of every node of the benchmark.
+pub fn config(seed: u64, i: usize, bootstrap: Vec<Multiaddr>) -> node::NodeConfig {
+    let mut c = node::NodeConfig::new(directory::Keypair::generate_ed25519());
+    c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+    c.bootstrap = bootstrap;
+    c.api = None;
+    c.mdns = false;
+    c.seed = Some(seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+    c
+}
+
+/// Spawns one node and waits for its TCP listen address.
+pub async fn spawn(config: node::NodeConfig) -> anyhow::Result<(node::Node, Multiaddr)> {
+    let n = node::Node::spawn(config).await?;
+    let start = Instant::now();
+    loop {
+        let status = n
+            .client
+            .status()
+            .await
+            .context("node stopped while starting")?;
+        if let Some(a) = status
+            .listen_addrs
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
+        {
+            let addr = a.with(Protocol::P2p(n.peer_id));
+            return Ok((n, addr));
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("a node did not listen within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Starts `n` nodes, node i bootstrapped to `degree` random earlier nodes, and waits until
+/// every node holds every node record.
+pub async fn start(
+    n: usize,
+    degree: usize,
+    seed: u64,
+    deadline: Duration,
+) -> anyhow::Result<DirNet> {
+    let start = Instant::now();
+    let mut nodes = Vec::with_capacity(n);
+    let mut addrs: Vec<Multiaddr> = Vec::with_capacity(n);
+    for i in 0..n {
+        let boot = bootstrap_choice(seed, i, degree)
+            .into_iter()
+            .map(|j| addrs[j].clone())
+            .collect();
+        let (node, addr) = spawn(config(seed, i, boot))
+            .await
+            .with_context(|| format!("starting gossipdir node {i}"))?;
+        nodes.push(node);
+        addrs.push(addr);
+        if i > 0 && i % 100 == 0 {
+            progress(format_args!(
+                "gossipdir: {i} of {n} nodes spawned in {:.1?}",
+                start.elapsed()
+            ));
+        }
+    }
+    progress(format_args!(
+        "gossipdir: {n} nodes spawned in {:.1?}; waiting for every node record on every node",
+        start.elapsed()
+    ));
+    let mut last_report = Instant::now();
+    loop {
+        let statuses = futures::future::join_all(nodes.iter().map(|x| x.client.status())).await;
+        let mut complete = 0;
+        let mut least = usize::MAX;
+        for s in statuses {
+            let s = s.context("a node stopped while joining")?;
+            least = least.min(s.nodes);
+            if s.nodes >= n {
+                complete += 1;
+            }
+        }
+        if complete == n {
+            break;
+        }
+        if start.elapsed() > deadline {
+            bail!(
+                "gossipdir membership did not form within {deadline:?}: {complete} of {n} nodes hold all {n} node records (the poorest holds {least})"
+            );
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            progress(format_args!(
+                "gossipdir: {complete} of {n} nodes hold every node record (poorest: {least}), {:.0?}",
+                start.elapsed()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    progress(format_args!(
+        "gossipdir: membership complete in {:.1?}",
+        start.elapsed()
+    ));
+    Ok(DirNet { nodes, addrs })
+}
+
+/// Byte counters of every node (codec payload, libp2p bandwidth, exchange counts).
+pub async fn snapshot(nodes: &[node::Node]) -> anyhow::Result<Vec<Bytes>> {
+    let texts = futures::future::join_all(nodes.iter().map(|x| x.client.metrics())).await;
+    texts
+        .into_iter()
+        .map(|t| Ok(Bytes::from_metrics(&t.context("a node stopped")?)))
+        .collect()
+}
+
+/// Times at which each node first held a specialist with `capability` (none: not by the
+/// deadline), polled with concurrent queries; also the mean duration of one polling sweep.
+pub async fn wait_held(
+    nodes: &[node::Node],
+    capability: &str,
+    start: Instant,
+    deadline: Duration,
+) -> anyhow::Result<(Vec<Option<Duration>>, Duration)> {
+    let mut held: Vec<Option<Duration>> = vec![None; nodes.len()];
+    let mut sweeps = 0u32;
+    let mut sweep_time = Duration::ZERO;
+    loop {
+        let pending: Vec<usize> = (0..nodes.len()).filter(|i| held[*i].is_none()).collect();
+        if pending.is_empty() || start.elapsed() > deadline {
+            break;
+        }
+        let s = Instant::now();
+        let answers = futures::future::join_all(
+            pending
+                .iter()
+                .map(|i| nodes[*i].client.query(vec![capability.to_owned()])),
+        )
+        .await;
+        let at = start.elapsed();
+        for (i, a) in pending.iter().zip(answers) {
+            if !a.context("a node stopped")?.is_empty() {
+                held[*i] = Some(at);
+            }
+        }
+        sweeps += 1;
+        sweep_time += s.elapsed();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok((held, sweep_time / sweeps.max(1)))
+}

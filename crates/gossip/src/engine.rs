@@ -1,0 +1,820 @@
+//! The sans-IO gossip engine: `handle(input, now) -> outputs`.
+//!
+//! Every round ([`Input::Tick`]) the engine picks `fanout` peers uniformly at random from the
+//! members it knows (the owners of live node records in its store, plus peers its caller
+//! reported) and starts a push-pull exchange with each:
+//!
+//! 1. `Summary` → `InSync` (equal sets: done, ~30 bytes each way) or `Differ`;
+//! 2. `Reconcile` steps (Negentropy) until both sides know which ids the other lacks, carrying
+//!    the records the other side lacks and the ids this side wants, each message under the
+//!    byte limit; what does not fit goes in the next step, so nothing is dropped.
+//!
+//! When a record new to this node is merged (a new key or a newer seq), it is pushed on at once
+//! to `push_fanout` peers (rumor mongering: each node forwards a given record once, so the
+//! federation does not amplify it; with feedback on, a push acknowledged as news goes on to one
+//! more peer, a bounded number of times); the periodic exchanges remain what guarantees
+//! convergence.
+//!
+//! The caller owns the transport: it delivers requests, responses and failures, and sends what
+//! the engine emits. Time and randomness come from the caller (`now`, the seed), so a run is
+//! reproducible.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use directory::{Limits, PeerId, RawRecord, Record, RecordId, Rejection, Snapshot, Store};
+use indexmap::IndexSet;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_bytes::ByteBuf;
+
+use crate::wire::{
+    ID_BYTES, MAX_MESSAGE_BYTES, MESSAGE_OVERHEAD, RECORD_OVERHEAD, Request, Response,
+};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Exchanges started per round.
+    pub fanout: usize,
+    /// Peers a new record is pushed to at once (0 turns rumor mongering off).
+    pub push_fanout: usize,
+    /// Feedback: each push acknowledged as news goes on to one more peer, at most this many
+    /// times per initial push (0: plain forward-once pushes).
+    pub push_feedback_forwards: u32,
+    /// Hard limit on one encoded message, both directions.
+    pub max_message_bytes: usize,
+    /// An exchange with no answer for this long is abandoned.
+    pub exchange_timeout_ms: u64,
+    /// Most request/response round trips in one exchange; the rest waits for the next round.
+    pub max_round_trips: u32,
+    /// Most outbound exchanges in flight at once.
+    pub max_exchanges: usize,
+    /// Most peers the caller may report (beyond node records).
+    pub max_peers: usize,
+    /// Most records remembered as already pushed on (deduplication of rumors).
+    pub max_rumor_memory: usize,
+    /// Records one peer may hand us per round (requests, responses and pushes together);
+    /// the rest is not even decoded this round and arrives through a later exchange.
+    pub max_records_per_peer_per_round: usize,
+    /// Records all peers together may hand us per round.
+    pub max_records_per_round: usize,
+    /// Rumors of one owner pushed on per second, sustained: an owner that emits records
+    /// faster is not amplified (its records still spread by reconciliation).
+    pub rumor_rate_per_owner: f64,
+    /// Burst of rumors allowed per owner (one owner holds at most 64 records by default).
+    pub rumor_burst_per_owner: f64,
+    /// Record and store bounds.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            fanout: 2,
+            push_fanout: 2,
+            push_feedback_forwards: 0,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            exchange_timeout_ms: 10_000,
+            max_round_trips: 32,
+            max_exchanges: 16,
+            max_peers: 4096,
+            max_rumor_memory: 65_536,
+            max_records_per_peer_per_round: 20_000,
+            max_records_per_round: 50_000,
+            rumor_rate_per_owner: 1.0,
+            rumor_burst_per_owner: 64.0,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Identifies an outbound exchange for the caller.
+pub type ExchangeId = u64;
+
+/// Identifies an inbound request whose response the caller must send.
+pub type ChannelId = u64;
+
+/// What the caller feeds the engine.
+#[derive(Debug)]
+pub enum Input {
+    /// A round: expire records, abandon stale exchanges, start `fanout` exchanges.
+    Tick,
+    /// A record made by this node (its node record, a specialist, a withdrawal).
+    Publish(Record),
+    /// A peer the caller learnt of (bootstrap, mDNS, Kademlia), to gossip with.
+    PeerDiscovered(PeerId),
+    /// A peer to forget (unless it has a live node record).
+    PeerGone(PeerId),
+    /// Start an exchange with this peer now (a bootstrap peer, a new connection).
+    SyncWith(PeerId),
+    /// A request from `from`; the engine answers with [`Output::Respond`] on `channel`.
+    Request {
+        from: PeerId,
+        channel: ChannelId,
+        request: Request,
+    },
+    /// The response to an exchange's last request.
+    Response {
+        exchange: ExchangeId,
+        response: Response,
+    },
+    /// The exchange's last request failed (dial failure, timeout, stream error).
+    Failed { exchange: ExchangeId },
+}
+
+/// What the engine asks its caller to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `request` to `to`, and report its response or failure with `exchange`.
+    Send {
+        to: PeerId,
+        exchange: ExchangeId,
+        request: Request,
+    },
+    /// Answer the request received on `channel`.
+    Respond {
+        channel: ChannelId,
+        response: Response,
+    },
+    /// `peer` sent a record that breaks the protocol (forged, malformed, out of bounds).
+    Misbehaved { peer: PeerId, reason: Rejection },
+}
+
+/// Counters, for metrics and the simulator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub rounds: u64,
+    pub exchanges_started: u64,
+    pub exchanges_completed: u64,
+    pub exchanges_failed: u64,
+    pub exchanges_in_sync: u64,
+    pub round_trips: u64,
+    /// Records received in requests and responses (pushes included).
+    pub records_received: u64,
+    /// Received records that were new to this node.
+    pub records_merged: u64,
+    pub records_sent: u64,
+    pub pushes_sent: u64,
+    /// Records left unread because a per-round cap was reached (they come back later).
+    pub records_deferred: u64,
+    /// News not pushed on because its owner exceeded its rumor rate.
+    pub rumors_suppressed: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Exchange {
+    Sync(SyncState),
+    /// A rumor push: the batch, and how many more peers it may go to while it is news.
+    Push(Arc<Vec<RawRecord>>, u32),
+}
+
+#[derive(Debug, Clone)]
+struct SyncState {
+    peer: PeerId,
+    started_at: u64,
+    round_trips: u32,
+    snapshot: Arc<Snapshot>,
+    /// Ids this side holds and the peer lacks, not yet sent.
+    have: VecDeque<RecordId>,
+    /// Ids the peer holds and this side lacks, not yet asked for.
+    need: VecDeque<RecordId>,
+    /// Ids asked for in the last request, in order.
+    asked: Vec<RecordId>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    peer: PeerId,
+    started_at: u64,
+    kind: Exchange,
+}
+
+/// The engine of one node.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    local: PeerId,
+    config: Config,
+    rng: ChaCha8Rng,
+    store: Store,
+    snapshot: Option<Arc<Snapshot>>,
+    peers: IndexSet<PeerId>,
+    pending: HashMap<ExchangeId, Pending>,
+    next_exchange: ExchangeId,
+    /// Records new to this node, to push on at the end of the current input.
+    news: Vec<Arc<Record>>,
+    /// Ids already pushed on, oldest first (bounded).
+    rumored: VecDeque<RecordId>,
+    rumored_set: HashSet<RecordId>,
+    /// Records received per peer this round, and in all.
+    received_this_round: HashMap<PeerId, usize>,
+    received_total_this_round: usize,
+    /// Rumor token buckets per owner: (tokens, last refill in unix ms).
+    rumor_buckets: HashMap<PeerId, (f64, u64)>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// A new engine for node `local`, with randomness from `seed`.
+    pub fn new(local: PeerId, config: Config, seed: u64) -> Self {
+        Self {
+            local,
+            store: Store::new(config.limits.clone()),
+            config,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            snapshot: None,
+            peers: IndexSet::new(),
+            pending: HashMap::new(),
+            next_exchange: 0,
+            news: Vec::new(),
+            rumored: VecDeque::new(),
+            rumored_set: HashSet::new(),
+            received_this_round: HashMap::new(),
+            received_total_this_round: 0,
+            rumor_buckets: HashMap::new(),
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn local_peer(&self) -> PeerId {
+        self.local
+    }
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+    /// Peers reported by the caller.
+    pub fn peers(&self) -> &IndexSet<PeerId> {
+        &self.peers
+    }
+    /// The summary (count and fingerprint) of the store's reconciliation set, building the
+    /// snapshot now if the store changed since the last one.
+    pub fn summary(&mut self) -> directory::Summary {
+        self.snapshot().summary()
+    }
+
+    /// Outbound exchanges in flight.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Feeds one input at time `now` (unix ms); returns what to do.
+    pub fn handle(&mut self, input: Input, now: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick => self.on_tick(now, &mut out),
+            Input::SyncWith(peer) => {
+                let busy = self.pending.values().any(|p| p.peer == peer);
+                if peer != self.local && !busy && self.pending.len() < self.config.max_exchanges {
+                    self.start_sync(peer, now, &mut out);
+                }
+            }
+            Input::Publish(record) => {
+                // Our own records go through the merge rule like any other.
+                if let Ok(merged) = self.store.merge(record, now) {
+                    self.news.push(merged.record);
+                }
+            }
+            Input::PeerDiscovered(peer) => {
+                if peer != self.local && self.peers.len() < self.config.max_peers {
+                    self.peers.insert(peer);
+                }
+            }
+            Input::PeerGone(peer) => {
+                self.peers.swap_remove(&peer);
+            }
+            Input::Request {
+                from,
+                channel,
+                request,
+            } => {
+                let response = self.on_request(from, request, now, &mut out);
+                out.push(Output::Respond { channel, response });
+            }
+            Input::Response { exchange, response } => {
+                self.on_response(exchange, response, now, &mut out)
+            }
+            Input::Failed { exchange } => {
+                if self.pending.remove(&exchange).is_some() {
+                    self.stats.exchanges_failed += 1;
+                }
+            }
+        }
+        self.push_news(now, &mut out);
+        out
+    }
+
+    fn on_tick(&mut self, now: u64, out: &mut Vec<Output>) {
+        self.stats.rounds += 1;
+        self.store.expire(now);
+        self.received_this_round.clear();
+        self.received_total_this_round = 0;
+        // Buckets that have refilled completely carry no information: forget them.
+        let (rate, burst) = (
+            self.config.rumor_rate_per_owner,
+            self.config.rumor_burst_per_owner,
+        );
+        self.rumor_buckets.retain(|_, (tokens, at)| {
+            *tokens + rate * now.saturating_sub(*at) as f64 / 1000.0 < burst
+        });
+        let timeout = self.config.exchange_timeout_ms;
+        let before = self.pending.len();
+        self.pending
+            .retain(|_, p| now.saturating_sub(p.started_at) < timeout);
+        self.stats.exchanges_failed += (before - self.pending.len()) as u64;
+
+        // A round always gossips: when exchanges that will never be answered (lost messages,
+        // stalled peers) fill every slot, the oldest are abandoned to make room.
+        let wanted = self.config.fanout.min(self.config.max_exchanges);
+        while self.pending.len() + wanted > self.config.max_exchanges {
+            let Some(oldest) = self
+                .pending
+                .iter()
+                .min_by_key(|(id, p)| (p.started_at, **id))
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            self.pending.remove(&oldest);
+            self.stats.exchanges_failed += 1;
+        }
+        let busy: HashSet<PeerId> = self.pending.values().map(|p| p.peer).collect();
+        for peer in self.pick_peers(wanted, &busy) {
+            self.start_sync(peer, now, out);
+        }
+    }
+
+    fn start_sync(&mut self, peer: PeerId, now: u64, out: &mut Vec<Output>) {
+        let snapshot = self.snapshot();
+        let summary = snapshot.summary();
+        let request = Request::Summary(summary.count, ByteBuf::from(summary.fingerprint.to_vec()));
+        let state = SyncState {
+            peer,
+            started_at: now,
+            round_trips: 1,
+            snapshot,
+            have: VecDeque::new(),
+            need: VecDeque::new(),
+            asked: Vec::new(),
+        };
+        self.stats.exchanges_started += 1;
+        self.start(peer, now, Exchange::Sync(state), request, out);
+    }
+
+    fn start(
+        &mut self,
+        peer: PeerId,
+        now: u64,
+        kind: Exchange,
+        request: Request,
+        out: &mut Vec<Output>,
+    ) {
+        let exchange = self.next_exchange;
+        self.next_exchange += 1;
+        self.pending.insert(
+            exchange,
+            Pending {
+                peer,
+                started_at: now,
+                kind,
+            },
+        );
+        self.stats.round_trips += 1;
+        out.push(Output::Send {
+            to: peer,
+            exchange,
+            request,
+        });
+    }
+
+    /// Up to `k` distinct peers, uniformly from node-record owners and reported peers,
+    /// never this node and never one in `exclude`.
+    fn pick_peers(&mut self, k: usize, exclude: &HashSet<PeerId>) -> Vec<PeerId> {
+        let nodes = self.store.nodes();
+        let total = nodes.len() + self.peers.len();
+        let mut picked: Vec<PeerId> = Vec::with_capacity(k);
+        if total == 0 || k == 0 {
+            return picked;
+        }
+        // Rejection sampling: cheap when k is small against the membership, bounded otherwise.
+        let mut attempts = 0;
+        while picked.len() < k && attempts < 8 * k + 32 {
+            attempts += 1;
+            let i = self.rng.gen_range(0..total);
+            let candidate = if i < nodes.len() {
+                nodes[i]
+            } else {
+                self.peers[i - nodes.len()]
+            };
+            if candidate != self.local
+                && !exclude.contains(&candidate)
+                && !picked.contains(&candidate)
+            {
+                picked.push(candidate);
+            }
+        }
+        if picked.len() < k {
+            // Small membership: fall back to an exhaustive shuffle of what is left.
+            let mut rest: Vec<PeerId> = nodes
+                .iter()
+                .chain(self.peers.iter())
+                .filter(|p| **p != self.local && !exclude.contains(p) && !picked.contains(p))
+                .copied()
+                .collect::<IndexSet<_>>()
+                .into_iter()
+                .collect();
+            while picked.len() < k && !rest.is_empty() {
+                let i = self.rng.gen_range(0..rest.len());
+                picked.push(rest.swap_remove(i));
+            }
+        }
+        picked
+    }
+
+    /// The reconciliation snapshot of the store, rebuilt only when the store changed.
+    fn snapshot(&mut self) -> Arc<Snapshot> {
+        match &self.snapshot {
+            Some(s) if s.version() == self.store.version() => s.clone(),
+            _ => {
+                let built = Arc::new(Snapshot::build(&self.store));
+                self.snapshot = Some(built.clone());
+                built
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        from: PeerId,
+        request: Request,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) -> Response {
+        match request {
+            Request::Summary(count, fingerprint) => {
+                self.store.expire(now);
+                let summary = self.snapshot().summary();
+                if summary.count == count && summary.fingerprint[..] == fingerprint[..] {
+                    Response::InSync
+                } else {
+                    Response::Differ
+                }
+            }
+            Request::Reconcile(negentropy, records, wants) => {
+                self.merge_all(from, records, now, out);
+                let mut budget = self
+                    .config
+                    .max_message_bytes
+                    .saturating_sub(MESSAGE_OVERHEAD);
+                let answer = match negentropy {
+                    Some(query) => match self.snapshot().respond(&query) {
+                        Ok(answer) => Some(answer),
+                        Err(e) => return Response::Refused(e.to_string()),
+                    },
+                    None => None,
+                };
+                budget = budget.saturating_sub(answer.as_ref().map_or(0, |a| a.len() + 8));
+                let mut found = Vec::new();
+                let mut processed = 0u32;
+                for want in &wants {
+                    let Ok(id) = <[u8; 32]>::try_from(&want[..]) else {
+                        processed += 1;
+                        continue;
+                    };
+                    if let Some(record) = self.store.get_by_id(&RecordId(id)) {
+                        let size = record.wire_len() + RECORD_OVERHEAD;
+                        if size > budget {
+                            break;
+                        }
+                        budget -= size;
+                        found.push(record.to_raw());
+                    }
+                    processed += 1;
+                }
+                self.stats.records_sent += found.len() as u64;
+                Response::Reconcile(answer.map(ByteBuf::from), found, processed)
+            }
+            Request::Push(records) => {
+                let merged = self.merge_all(from, records, now, out);
+                Response::PushAck(merged as u32)
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        exchange: ExchangeId,
+        response: Response,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(pending) = self.pending.remove(&exchange) else {
+            return; // Late answer to an abandoned exchange.
+        };
+        let peer = pending.peer;
+        let mut state = match (pending.kind, response) {
+            (Exchange::Push(batch, forwards), Response::PushAck(new)) => {
+                // Feedback (Demers et al.): a rumor that was news to the peer is still hot,
+                // so it goes on to one more peer; one that was not has done its work.
+                if new > 0 && forwards > 0 {
+                    let exclude = HashSet::from([peer]);
+                    if let Some(next) = self.pick_peers(1, &exclude).pop() {
+                        self.send_push(next, batch, forwards - 1, now, out);
+                    }
+                }
+                return;
+            }
+            (Exchange::Push(..), _) => return,
+            (Exchange::Sync(_), Response::InSync) => {
+                self.stats.exchanges_in_sync += 1;
+                self.stats.exchanges_completed += 1;
+                return;
+            }
+            (Exchange::Sync(state), Response::Differ) => {
+                let Ok(first) = state.snapshot.initiate() else {
+                    self.stats.exchanges_failed += 1;
+                    return;
+                };
+                let request =
+                    Request::Reconcile(Some(ByteBuf::from(first)), Vec::new(), Vec::new());
+                self.continue_sync(state, request, now, out);
+                return;
+            }
+            (Exchange::Sync(mut state), Response::Reconcile(answer, records, processed)) => {
+                let processed = (processed as usize).min(state.asked.len());
+                // Wants the peer had no room for go back to the front of the queue.
+                for id in state.asked.drain(processed..).rev() {
+                    state.need.push_front(id);
+                }
+                state.asked.clear();
+                self.merge_all(peer, records, now, out);
+                match answer {
+                    Some(answer) => match state.snapshot.step(&answer) {
+                        Ok(step) => {
+                            state.have.extend(step.have);
+                            self.most_useful_first(&mut state.have);
+                            state.need.extend(step.need);
+                            self.next_step(state, step.next, now, out);
+                        }
+                        Err(_) => {
+                            self.stats.exchanges_failed += 1;
+                        }
+                    },
+                    None => self.next_step(state, None, now, out),
+                }
+                return;
+            }
+            (Exchange::Sync(state), _) => state,
+        };
+        // Refused, or an answer that does not fit the request.
+        state.have.clear();
+        self.stats.exchanges_failed += 1;
+    }
+
+    /// Orders records to send so that, when a delta spans several messages, the most useful
+    /// go first: node records (membership, addresses), then the newest.
+    fn most_useful_first(&self, ids: &mut VecDeque<RecordId>) {
+        let store = &self.store;
+        ids.make_contiguous()
+            .sort_by_cached_key(|id| match store.get_by_id(id) {
+                Some(r) => (
+                    !matches!(r.body().content, directory::Content::Node(_)),
+                    std::cmp::Reverse(r.issued_at()),
+                ),
+                None => (true, std::cmp::Reverse(0)),
+            });
+    }
+
+    /// Builds the next `Reconcile` request of an exchange, or ends it when nothing is left.
+    fn next_step(
+        &mut self,
+        mut state: SyncState,
+        negentropy: Option<Vec<u8>>,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) {
+        if negentropy.is_none() && state.have.is_empty() && state.need.is_empty() {
+            self.stats.exchanges_completed += 1;
+            return;
+        }
+        if state.round_trips >= self.config.max_round_trips {
+            // The rest waits for a later round; nothing is lost, only delayed.
+            self.stats.exchanges_completed += 1;
+            return;
+        }
+        let mut budget = self
+            .config
+            .max_message_bytes
+            .saturating_sub(MESSAGE_OVERHEAD);
+        budget = budget.saturating_sub(negentropy.as_ref().map_or(0, |n| n.len() + 8));
+        // Wants first: they are small, and asking early lets the answer carry them.
+        let mut wants = Vec::new();
+        while let Some(id) = state.need.front() {
+            if ID_BYTES > budget / 2 {
+                break;
+            }
+            budget -= ID_BYTES;
+            wants.push(ByteBuf::from(id.0.to_vec()));
+            state.asked.push(*id);
+            state.need.pop_front();
+        }
+        let mut push = Vec::new();
+        while let Some(id) = state.have.front() {
+            // A record expired or replaced since is simply not sent.
+            if let Some(record) = self.store.get_by_id(id) {
+                let size = record.wire_len() + RECORD_OVERHEAD;
+                if size > budget {
+                    break;
+                }
+                budget -= size;
+                push.push(record.to_raw());
+            }
+            state.have.pop_front();
+        }
+        self.stats.records_sent += push.len() as u64;
+        let request = Request::Reconcile(negentropy.map(ByteBuf::from), push, wants);
+        self.continue_sync(state, request, now, out);
+    }
+
+    fn continue_sync(
+        &mut self,
+        mut state: SyncState,
+        request: Request,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) {
+        state.round_trips += 1;
+        let peer = state.peer;
+        let started_at = state.started_at;
+        let exchange = self.next_exchange;
+        self.next_exchange += 1;
+        self.pending.insert(
+            exchange,
+            Pending {
+                peer,
+                started_at,
+                kind: Exchange::Sync(state),
+            },
+        );
+        let _ = now;
+        self.stats.round_trips += 1;
+        out.push(Output::Send {
+            to: peer,
+            exchange,
+            request,
+        });
+    }
+
+    /// Checks and merges received records (signatures verified in one batch); returns how
+    /// many were new.
+    fn merge_all(
+        &mut self,
+        from: PeerId,
+        records: Vec<RawRecord>,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) -> usize {
+        let mut records = records;
+        let used = self.received_this_round.get(&from).copied().unwrap_or(0);
+        let allowed = self
+            .config
+            .max_records_per_peer_per_round
+            .saturating_sub(used)
+            .min(
+                self.config
+                    .max_records_per_round
+                    .saturating_sub(self.received_total_this_round),
+            );
+        if records.len() > allowed {
+            self.stats.records_deferred += (records.len() - allowed) as u64;
+            records.truncate(allowed);
+        }
+        if records.is_empty() {
+            return 0;
+        }
+        if !self.received_this_round.contains_key(&from)
+            && self.received_this_round.len() >= self.config.max_peers
+        {
+            // Too many senders this round to account for: the records come back later.
+            self.stats.records_deferred += records.len() as u64;
+            return 0;
+        }
+        *self.received_this_round.entry(from).or_default() += records.len();
+        self.received_total_this_round += records.len();
+        self.stats.records_received += records.len() as u64;
+        let mut decoded = Vec::with_capacity(records.len());
+        for raw in records {
+            match Record::from_raw(raw, &self.config.limits) {
+                Ok(record) => decoded.push(record),
+                Err(reason) => out.push(Output::Misbehaved { peer: from, reason }),
+            }
+        }
+        let mut merged = 0;
+        for result in self.store.merge_batch(decoded, now) {
+            match result {
+                Ok(m) => {
+                    merged += 1;
+                    self.stats.records_merged += 1;
+                    self.news.push(m.record);
+                }
+                Err(reason) if reason.is_misbehaviour() => {
+                    out.push(Output::Misbehaved { peer: from, reason });
+                }
+                Err(_) => {}
+            }
+        }
+        merged
+    }
+
+    /// Pushes the records that became news during this input to `push_fanout` peers, once.
+    fn push_news(&mut self, now: u64, out: &mut Vec<Output>) {
+        if self.news.is_empty() {
+            return;
+        }
+        let news = std::mem::take(&mut self.news);
+        if self.config.push_fanout == 0 {
+            return;
+        }
+        let mut batch = Vec::new();
+        let mut budget = self
+            .config
+            .max_message_bytes
+            .saturating_sub(MESSAGE_OVERHEAD);
+        for record in news {
+            let id = record.id();
+            if !self.rumored_set.insert(id) {
+                continue;
+            }
+            self.rumored.push_back(id);
+            if self.rumored.len() > self.config.max_rumor_memory
+                && let Some(old) = self.rumored.pop_front()
+            {
+                self.rumored_set.remove(&old);
+            }
+            if !self.take_rumor_token(*record.owner(), now) {
+                self.stats.rumors_suppressed += 1;
+                continue;
+            }
+            let size = record.wire_len() + RECORD_OVERHEAD;
+            if size > budget {
+                // A burst larger than one message: the periodic exchanges carry the rest.
+                continue;
+            }
+            budget -= size;
+            batch.push(record.to_raw());
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let batch = Arc::new(batch);
+        for peer in self.pick_peers(self.config.push_fanout, &HashSet::new()) {
+            let forwards = self.config.push_feedback_forwards;
+            self.send_push(peer, batch.clone(), forwards, now, out);
+        }
+    }
+
+    fn send_push(
+        &mut self,
+        peer: PeerId,
+        batch: Arc<Vec<RawRecord>>,
+        forwards: u32,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) {
+        if self.pending.len() >= self.config.max_exchanges {
+            return; // Reconciliation carries what pushes cannot.
+        }
+        self.stats.pushes_sent += 1;
+        self.stats.records_sent += batch.len() as u64;
+        let request = Request::Push(batch.as_ref().clone());
+        self.start(peer, now, Exchange::Push(batch, forwards), request, out);
+    }
+
+    /// Takes one rumor token from `owner`'s bucket; false when it is empty.
+    fn take_rumor_token(&mut self, owner: PeerId, now: u64) -> bool {
+        let (rate, burst) = (
+            self.config.rumor_rate_per_owner,
+            self.config.rumor_burst_per_owner,
+        );
+        if !self.rumor_buckets.contains_key(&owner)
+            && self.rumor_buckets.len() >= self.config.max_peers * 4
+        {
+            // Too many owners emitting at once to track: be conservative, do not amplify.
+            return false;
+        }
+        let (tokens, at) = self.rumor_buckets.entry(owner).or_insert((burst, now));
+        *tokens = (*tokens + rate * now.saturating_sub(*at) as f64 / 1000.0).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}

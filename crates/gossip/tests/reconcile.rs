@@ -1,0 +1,484 @@
+//! Reconciliation through the real engine and codec: both sides end with the union, equal
+//! directories cost almost nothing, and large deltas are split under the message limit.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use directory::sample::{keypair, population, specialist};
+use directory::{Limits, PeerId, Record, RecordId};
+use gossipdir_gossip::pair::exchange;
+use gossipdir_gossip::wire::{self, Request, Response};
+use gossipdir_gossip::{Config, Engine, Input, Output};
+use proptest::prelude::*;
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn pool() -> &'static Vec<Record> {
+    static POOL: OnceLock<Vec<Record>> = OnceLock::new();
+    POOL.get_or_init(|| population(0, 10_000, NOW - 1000))
+}
+
+fn engine(n: u64, records: impl IntoIterator<Item = Record>) -> Engine {
+    let config = Config {
+        push_fanout: 0,
+        limits: Limits {
+            max_records: 200_000,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let mut e = Engine::new(keypair(1_000_000 + n).public().to_peer_id(), config, n);
+    for r in records {
+        e.handle(Input::Publish(r), NOW);
+    }
+    e
+}
+
+fn ids(e: &Engine) -> BTreeSet<RecordId> {
+    e.store().iter().map(|r| r.id()).collect()
+}
+
+/// Exchanges until a starts no more (at most a few exchanges for huge deltas).
+fn reconcile(a: &mut Engine, b: &mut Engine) -> (u64, u64) {
+    let (mut sent, mut received) = (0, 0);
+    for _ in 0..8 {
+        let t = exchange(a, b, NOW).unwrap();
+        sent += t.bytes_sent;
+        received += t.bytes_received;
+        if ids(a) == ids(b) {
+            break;
+        }
+    }
+    (sent, received)
+}
+
+#[test]
+fn identical_directories_of_ten_thousand_settle_in_under_256_bytes_each_way() {
+    let mut a = engine(1, pool().iter().cloned());
+    let mut b = engine(2, pool().iter().cloned());
+    let t = exchange(&mut a, &mut b, NOW).unwrap();
+    assert!(t.bytes_sent <= 256, "sent {}", t.bytes_sent);
+    assert!(t.bytes_received <= 256, "received {}", t.bytes_received);
+    assert_eq!(t.round_trips, 1);
+}
+
+#[test]
+fn a_small_difference_costs_the_records_plus_logarithmic_summaries() {
+    let shared = &pool()[..9_990];
+    let mut a = engine(
+        1,
+        shared
+            .iter()
+            .cloned()
+            .chain(pool()[9_990..9_995].iter().cloned()),
+    );
+    let mut b = engine(
+        2,
+        shared
+            .iter()
+            .cloned()
+            .chain(pool()[9_995..].iter().cloned()),
+    );
+    let t = exchange(&mut a, &mut b, NOW).unwrap();
+    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(a.store().len(), 10_000);
+    let records: u64 = pool()[9_990..].iter().map(|r| r.wire_len() as u64).sum();
+    // d = 10 records each way in total; summaries are O(d log N): well under 8 KiB here.
+    assert!(
+        t.bytes_sent + t.bytes_received < records + 8 * 1024,
+        "{t:?} for {records} record bytes"
+    );
+    assert!(t.round_trips <= 6, "{t:?}");
+}
+
+#[test]
+fn newer_versions_win_on_both_sides() {
+    let kp = keypair(42);
+    let old = specialist(&kp, "x", &["v1"], 1, NOW - 1000, 3_600_000);
+    let new = specialist(&kp, "x", &["v2"], 2, NOW - 500, 3_600_000);
+    let mut a = engine(1, [old]);
+    let mut b = engine(2, [new.clone()]);
+    exchange(&mut a, &mut b, NOW).unwrap();
+    for e in [&a, &b] {
+        assert_eq!(e.store().len(), 1);
+        assert_eq!(e.store().iter().next().unwrap().id(), new.id());
+    }
+}
+
+#[test]
+fn a_delta_larger_than_one_message_is_split_and_nothing_is_dropped() {
+    // 10,000 records (~2.3 MB) against an empty store with 64 KiB messages.
+    let mut a = engine(1, pool().iter().cloned());
+    let mut b = engine(2, []);
+    let limit = 64 * 1024;
+    for e in [&mut a, &mut b] {
+        let mut cfg = e.config().clone();
+        cfg.max_message_bytes = limit;
+        *e = Engine::new(e.local_peer(), cfg, 7);
+    }
+    for r in pool() {
+        a.handle(Input::Publish(r.clone()), NOW);
+    }
+    // Every message either side builds stays under the limit.
+    let mut queue = a.handle(Input::SyncWith(b.local_peer()), NOW);
+    let mut channel = 0;
+    let mut rounds = 0;
+    loop {
+        while let Some(out) = queue.pop() {
+            let Output::Send {
+                to,
+                exchange,
+                request,
+            } = out
+            else {
+                continue;
+            };
+            assert_eq!(to, b.local_peer());
+            let bytes = wire::encode(&request);
+            assert!(bytes.len() <= limit, "request of {} bytes", bytes.len());
+            channel += 1;
+            for resp in b.handle(
+                Input::Request {
+                    from: a.local_peer(),
+                    channel,
+                    request,
+                },
+                NOW,
+            ) {
+                if let Output::Respond { response, .. } = resp {
+                    let bytes = wire::encode(&response);
+                    assert!(bytes.len() <= limit, "response of {} bytes", bytes.len());
+                    queue.extend(a.handle(Input::Response { exchange, response }, NOW));
+                }
+            }
+        }
+        rounds += 1;
+        if ids(&a) == ids(&b) || rounds > 10 {
+            break;
+        }
+        queue = a.handle(Input::SyncWith(b.local_peer()), NOW);
+    }
+    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(b.store().len(), 10_000);
+}
+
+#[test]
+fn the_answering_side_can_be_empty_or_hold_everything() {
+    let mut a = engine(1, []);
+    let mut b = engine(2, pool()[..3000].iter().cloned());
+    reconcile(&mut a, &mut b);
+    assert_eq!(a.store().len(), 3000);
+    let mut c = engine(3, []);
+    reconcile(&mut a, &mut c);
+    assert_eq!(c.store().len(), 3000);
+}
+
+#[test]
+fn garbage_negentropy_messages_are_refused_not_fatal() {
+    let mut b = engine(2, pool()[..100].iter().cloned());
+    let from = PeerId::random();
+    for junk in [
+        vec![],
+        vec![0x61],
+        vec![0x61, 0xff, 0xff, 0xff],
+        vec![0x00; 64],
+        vec![0x61; 5000],
+    ] {
+        let out = b.handle(
+            Input::Request {
+                from,
+                channel: 1,
+                request: Request::Reconcile(Some(junk.into()), vec![], vec![vec![1u8; 3].into()]),
+            },
+            NOW,
+        );
+        assert!(out.iter().any(|o| matches!(o, Output::Respond { .. })));
+    }
+    assert_eq!(b.store().len(), 100);
+    // A response that does not belong to any exchange is ignored.
+    let out = b.handle(
+        Input::Response {
+            exchange: 999,
+            response: Response::InSync,
+        },
+        NOW,
+    );
+    assert!(out.is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn two_random_stores_reconcile_to_their_union(
+        size in 0usize..10_000, overlap in 0.0f64..=1.0, split in 0.0f64..=1.0, offset in 0usize..10_000,
+    ) {
+        // Records [offset, offset+size) mod 10,000: a fraction `overlap` shared, the rest split.
+        let picked: Vec<&Record> = (0..size).map(|i| &pool()[(offset + i) % pool().len()]).collect();
+        let shared = (picked.len() as f64 * overlap) as usize;
+        let only = picked.len() - shared;
+        let only_a = (only as f64 * split) as usize;
+        let a_set = picked[..shared].iter().chain(&picked[shared..shared + only_a]).map(|r| (*r).clone());
+        let b_set = picked[..shared].iter().chain(&picked[shared + only_a..]).map(|r| (*r).clone());
+        let mut a = engine(1, a_set);
+        let mut b = engine(2, b_set);
+        let union: BTreeSet<RecordId> = ids(&a).union(&ids(&b)).copied().collect();
+        reconcile(&mut a, &mut b);
+        prop_assert_eq!(ids(&a), union.clone());
+        prop_assert_eq!(ids(&b), union);
+    }
+
+    #[test]
+    fn wire_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = wire::decode::<Request>(&bytes, wire::MAX_MESSAGE_BYTES);
+        let _ = wire::decode::<Response>(&bytes, wire::MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn decoded_garbage_never_panics_the_engine(bytes in proptest::collection::vec(any::<u8>(), 0..512), seed in any::<u64>()) {
+        let mut e = engine(seed % 7, pool()[..50].iter().cloned());
+        if let Ok(request) = wire::decode::<Request>(&bytes, wire::MAX_MESSAGE_BYTES) {
+            e.handle(Input::Request { from: PeerId::random(), channel: 1, request }, NOW);
+        }
+        if let Ok(response) = wire::decode::<Response>(&bytes, wire::MAX_MESSAGE_BYTES) {
+            e.handle(Input::Response { exchange: 0, response }, NOW);
+        }
+        prop_assert_eq!(e.store().len(), 50);
+    }
+}
+
+#[test]
+fn messages_over_the_limit_or_with_another_version_are_refused() {
+    let big = wire::encode(&Request::Push(vec![]));
+    assert!(matches!(
+        wire::decode::<Request>(&big, 2),
+        Err(wire::DecodeError::TooLarge(..))
+    ));
+    let mut other = Vec::new();
+    ciborium::into_writer(&(2u8, Request::Push(vec![])), &mut other).unwrap();
+    assert_eq!(
+        wire::decode::<Request>(&other, 1024),
+        Err(wire::DecodeError::UnsupportedVersion(2))
+    );
+    let mut trailing = big.clone();
+    trailing.push(0);
+    assert_eq!(
+        wire::decode::<Request>(&trailing, 1024),
+        Err(wire::DecodeError::TrailingData)
+    );
+    // Deep nesting is cut by the recursion limit, not the stack.
+    let mut deep = vec![0x82, 0x01];
+    deep.extend(std::iter::repeat_n(0x81, 10_000));
+    deep.push(0x00);
+    assert!(wire::decode::<Request>(&deep, 1 << 20).is_err());
+    // A declared length far beyond the bytes present is an error, not an allocation.
+    let huge_len = [
+        0x82, 0x01, 0xa1, 0x61, b'p', 0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ];
+    assert!(wire::decode::<Request>(&huge_len, 1024).is_err());
+}
+
+/// An engine that knows `peers` other peers (and holds nothing).
+fn engine_with_peers(config: Config, peers: u64) -> Engine {
+    let mut e = Engine::new(keypair(1).public().to_peer_id(), config, 3);
+    for i in 0..peers {
+        e.handle(
+            Input::PeerDiscovered(keypair(100 + i).public().to_peer_id()),
+            NOW,
+        );
+    }
+    e
+}
+
+/// Pushes `records` from `from` to `e` and returns the engine's outputs.
+fn push(e: &mut Engine, from: PeerId, records: &[Record]) -> Vec<Output> {
+    let request = Request::Push(records.iter().map(Record::to_raw).collect());
+    e.handle(
+        Input::Request {
+            from,
+            channel: 1,
+            request,
+        },
+        NOW,
+    )
+}
+
+#[test]
+fn news_is_pushed_on_once_to_push_fanout_peers() {
+    let config = Config {
+        push_fanout: 2,
+        ..Config::default()
+    };
+    let mut e = engine_with_peers(config, 10);
+    let record = &pool()[0];
+    let out = push(&mut e, PeerId::random(), std::slice::from_ref(record));
+    let pushes: Vec<_> = out
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    request: Request::Push(_),
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(pushes.len(), 2);
+    // The same record again (from anyone) is not news: nothing is pushed.
+    let out = push(&mut e, PeerId::random(), std::slice::from_ref(record));
+    assert!(!out.iter().any(|o| matches!(o, Output::Send { .. })));
+}
+
+#[test]
+fn an_owner_emitting_faster_than_its_rumor_rate_is_not_amplified() {
+    let config = Config {
+        push_fanout: 1,
+        rumor_burst_per_owner: 5.0,
+        rumor_rate_per_owner: 1.0,
+        ..Config::default()
+    };
+    let mut e = engine_with_peers(config, 1);
+    let spammer = keypair(77);
+    let records: Vec<Record> = (0..50)
+        .map(|i| specialist(&spammer, &format!("s{i}"), &["x"], 1, NOW - 10, 60_000))
+        .collect();
+    let out = push(&mut e, PeerId::random(), &records);
+    let pushed: usize = out
+        .iter()
+        .map(|o| match o {
+            Output::Send {
+                request: Request::Push(r),
+                ..
+            } => r.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(e.store().len(), 50, "every valid record is still merged");
+    assert_eq!(pushed, 5, "only the burst is pushed on");
+    assert_eq!(e.stats().rumors_suppressed, 45);
+}
+
+#[test]
+fn records_beyond_the_per_peer_round_cap_are_left_for_later_not_lost() {
+    let config = Config {
+        push_fanout: 0,
+        max_records_per_peer_per_round: 100,
+        ..Config::default()
+    };
+    let mut e = Engine::new(keypair(1).public().to_peer_id(), config, 3);
+    let from = PeerId::random();
+    push(&mut e, from, &pool()[..250]);
+    assert_eq!(e.store().len(), 100);
+    assert_eq!(e.stats().records_deferred, 150);
+    // Another peer still has its own allowance this round; the next round restores ours.
+    push(&mut e, PeerId::random(), &pool()[100..150]);
+    assert_eq!(e.store().len(), 150);
+    e.handle(Input::Tick, NOW);
+    push(&mut e, from, &pool()[150..250]);
+    assert_eq!(e.store().len(), 250);
+}
+
+#[test]
+fn a_push_acknowledged_as_news_goes_on_to_one_more_peer_within_its_budget() {
+    let config = Config {
+        push_fanout: 1,
+        push_feedback_forwards: 1,
+        ..Config::default()
+    };
+    let mut e = engine_with_peers(config, 10);
+    let first = e.handle(Input::Publish(pool()[0].clone()), NOW);
+    let Some(Output::Send { exchange, .. }) = first.first().cloned() else {
+        panic!("no push: {first:?}");
+    };
+    let second = e.handle(
+        Input::Response {
+            exchange,
+            response: Response::PushAck(1),
+        },
+        NOW,
+    );
+    let Some(Output::Send {
+        exchange,
+        request: Request::Push(_),
+        ..
+    }) = second.first().cloned()
+    else {
+        panic!("news was not pushed on: {second:?}");
+    };
+    // The budget of one forward is spent: news again goes nowhere.
+    let third = e.handle(
+        Input::Response {
+            exchange,
+            response: Response::PushAck(1),
+        },
+        NOW,
+    );
+    assert!(third.is_empty(), "{third:?}");
+}
+
+#[test]
+fn a_split_delta_sends_node_records_and_the_newest_records_first() {
+    // 300 specialists of various ages and 5 node records against an empty peer, with
+    // messages that hold only a few dozen records.
+    let mut records: Vec<Record> = pool()[..300].to_vec();
+    records.extend(
+        (0..5).map(|i| directory::sample::node(&keypair(500 + i), 1, NOW - 5000, 3_600_000)),
+    );
+    let newest = specialist(&keypair(900), "newest", &["x"], 1, NOW - 1, 3_600_000);
+    records.push(newest.clone());
+    let config = Config {
+        push_fanout: 0,
+        max_message_bytes: 8 * 1024,
+        ..Config::default()
+    };
+    let mut a = Engine::new(keypair(1).public().to_peer_id(), config.clone(), 1);
+    let mut b = Engine::new(keypair(2).public().to_peer_id(), config, 2);
+    for r in records {
+        a.handle(Input::Publish(r), NOW);
+    }
+    // a starts the exchange, so a's records travel in its requests.
+    let mut queue = a.handle(Input::SyncWith(b.local_peer()), NOW);
+    let mut first_push: Option<Vec<directory::RawRecord>> = None;
+    while let Some(out) = queue.pop() {
+        let Output::Send {
+            exchange, request, ..
+        } = out
+        else {
+            continue;
+        };
+        if let Request::Reconcile(_, push, _) = &request
+            && !push.is_empty()
+            && first_push.is_none()
+        {
+            first_push = Some(push.clone());
+        }
+        for resp in b.handle(
+            Input::Request {
+                from: a.local_peer(),
+                channel: 1,
+                request,
+            },
+            NOW,
+        ) {
+            if let Output::Respond { response, .. } = resp {
+                queue.extend(a.handle(Input::Response { exchange, response }, NOW));
+            }
+        }
+    }
+    let first: Vec<Record> = first_push
+        .expect("records were pushed")
+        .into_iter()
+        .map(|raw| Record::from_raw(raw, &Limits::default()).unwrap())
+        .collect();
+    assert!(
+        first.len() >= 6,
+        "{} records in the first message",
+        first.len()
+    );
+    assert!(
+        first[..5].iter().all(|r| r.name().is_empty()),
+        "node records first"
+    );
+    assert_eq!(first[5].id(), newest.id(), "then the newest record");
+}

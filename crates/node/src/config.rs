@@ -1,0 +1,194 @@
+//! Node settings, the identity key file and the persisted issuer state.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use directory::{Issued, Issuer, Keypair, Multiaddr};
+
+use crate::error::StartError;
+
+/// Default lifetime of the records a node issues. Records are refreshed at a third of it, so
+/// a node that disappears without withdrawing is gone from every directory within this long.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// Default gossip round interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default API address (loopback only).
+pub const DEFAULT_API: &str = "127.0.0.1:5170";
+/// Default libp2p port (TCP and QUIC).
+pub const DEFAULT_PORT: u16 = 4101;
+/// Protocol string advertised in node records.
+pub const NODE_PROTOCOL: &str = "gossipdir/1";
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub keypair: Keypair,
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through; each must end in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Where the issuer state is kept (`issued.json`); none: not persisted.
+    pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP API; none: no API.
+    pub api: Option<SocketAddr>,
+    /// Bearer token every API request must carry; required when `api` is not loopback.
+    pub api_token: Option<String>,
+    pub interval: Duration,
+    pub fanout: usize,
+    /// Peers a record new to this node is pushed to at once (0: only periodic exchanges).
+    pub push_fanout: usize,
+    /// Lifetime of this node's records (the node record and specialists by default).
+    pub ttl: Duration,
+    pub mdns: bool,
+    pub relay_server: bool,
+    /// Relays to reserve a slot on (`/p2p-circuit`), each ending in `/p2p/<relay id>`.
+    pub relays: Vec<Multiaddr>,
+    /// Addresses to advertise as externally reachable.
+    pub external: Vec<Multiaddr>,
+    pub max_connections: u32,
+    pub max_message_bytes: usize,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Rounds spent pushing withdrawals on shutdown.
+    pub shutdown_rounds: u32,
+    /// Kademlia random walk period.
+    pub random_walk: Duration,
+    /// Seed of the engine's randomness (none: random).
+    pub seed: Option<u64>,
+}
+
+impl NodeConfig {
+    /// Defaults around a key: listen on TCP and QUIC port 4101 on all interfaces.
+    pub fn new(keypair: Keypair) -> Self {
+        Self {
+            keypair,
+            listen: default_listen(DEFAULT_PORT),
+            bootstrap: Vec::new(),
+            data_dir: None,
+            api: DEFAULT_API.parse().ok(),
+            api_token: None,
+            interval: DEFAULT_INTERVAL,
+            fanout: 2,
+            push_fanout: gossip::Config::default().push_fanout,
+            ttl: DEFAULT_TTL,
+            mdns: true,
+            relay_server: false,
+            relays: Vec::new(),
+            external: Vec::new(),
+            max_connections: 256,
+            max_message_bytes: gossip::wire::MAX_MESSAGE_BYTES,
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_rounds: 3,
+            random_walk: Duration::from_secs(30),
+            seed: None,
+        }
+    }
+}
+
+/// `/ip4/0.0.0.0/tcp/PORT` and `/ip4/0.0.0.0/udp/PORT/quic-v1`.
+pub fn default_listen(port: u16) -> Vec<Multiaddr> {
+    [
+        format!("/ip4/0.0.0.0/tcp/{port}"),
+        format!("/ip4/0.0.0.0/udp/{port}/quic-v1"),
+    ]
+    .iter()
+    .filter_map(|a| a.parse().ok())
+    .collect()
+}
+
+/// Loads the protobuf-encoded key at `path`, or creates an ed25519 one (mode 0600) when the
+/// file does not exist. A file that exists but does not decode is an error.
+pub fn load_or_create_key(path: &Path) -> Result<Keypair, StartError> {
+    match fs::read(path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|_| StartError::KeyDamaged(path.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keypair = Keypair::generate_ed25519();
+            write_key(path, &keypair)?;
+            Ok(keypair)
+        }
+        Err(e) => Err(StartError::file("reading key file", path)(e)),
+    }
+}
+
+/// Writes a new key file with mode 0600; fails if the file exists.
+pub fn write_key(path: &Path, keypair: &Keypair) -> Result<(), StartError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(StartError::file("creating directory", dir))?;
+    }
+    let bytes = keypair
+        .to_protobuf_encoding()
+        .map_err(|e| StartError::KeyEncoding(e.to_string()))?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(StartError::file("creating key file", path))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(StartError::file("writing key file", path))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IssuedEntry {
+    seq: u64,
+    expires_at: u64,
+}
+
+const ISSUED_FILE: &str = "issued.json";
+
+/// Restores what earlier runs issued from `<dir>/issued.json`, if present.
+pub fn restore_issued(dir: &Path, issuer: &mut Issuer) -> Result<(), StartError> {
+    let path = dir.join(ISSUED_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StartError::file("reading issuer state", path)(e)),
+    };
+    let entries: BTreeMap<String, IssuedEntry> =
+        serde_json::from_slice(&bytes).map_err(|_| StartError::StateDamaged(path.clone()))?;
+    for (name, e) in entries {
+        issuer.restore(
+            &name,
+            Issued {
+                seq: e.seq,
+                expires_at: e.expires_at,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Saves the issuer state atomically (write then rename).
+pub fn save_issued(dir: &Path, issuer: &Issuer) -> Result<(), StartError> {
+    let failed = StartError::file("writing issuer state", dir.join(ISSUED_FILE));
+    fs::create_dir_all(dir).map_err(StartError::file("creating directory", dir))?;
+    let entries: BTreeMap<&str, IssuedEntry> = issuer
+        .issued()
+        .map(|(n, i)| {
+            (
+                n,
+                IssuedEntry {
+                    seq: i.seq,
+                    expires_at: i.expires_at,
+                },
+            )
+        })
+        .collect();
+    let tmp = dir.join(format!("{ISSUED_FILE}.tmp"));
+    // Serialising a map of strings and integers cannot fail.
+    let json = serde_json::to_vec(&entries).unwrap_or_default();
+    fs::File::create(&tmp)
+        .and_then(|mut file| file.write_all(&json).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::rename(&tmp, dir.join(ISSUED_FILE)))
+        .map_err(failed)
+}
