@@ -15,10 +15,10 @@
 #     gd-rta   10.99.0.11  router A: NAT (masquerade, endpoint-independent mapping) for
 #                          LAN A 192.168.1.0/24 (bridge gd-lan inside gd-rta):
 #                            gd-a1 192.168.1.10  --bootstrap relay --relay relay
-#                            gd-a2 192.168.1.11  nothing: finds gd-a1 by mDNS only
+#                            gd-a2 192.168.1.11  port 4102, nothing else: finds gd-a1 by mDNS only
 #     gd-rtb   10.99.0.12  router B: NAT for LAN B 192.168.2.0/24, cone (as A) or symmetric
 #                          (random port per connection: MASQUERADE --random-fully):
-#                            gd-b1 192.168.2.10, gd-b2 192.168.2.11 (--bootstrap, --relay)
+#                            gd-b1 192.168.2.10, gd-b2 192.168.2.11 port 4102 (--bootstrap, --relay)
 #
 # Both routers drop unsolicited inbound traffic (FORWARD and INPUT), like home routers; the
 # firewall of gd-fw accepts only established/related traffic.
@@ -200,10 +200,13 @@ nodes_up() {
     wait_api relay
     start_node pub --no-mdns --bootstrap "$relay" --external "/ip4/${IP[pub]}/tcp/4101"
     start_node fw --no-mdns --bootstrap "$relay"
+    # One port per node behind a NAT (docs/NAT.md): two nodes of one LAN on the same port make
+    # the router remap one of them, and DCUtR then punches towards the other's mapping.
+    local second=(--listen /ip4/0.0.0.0/tcp/4102 --listen /ip4/0.0.0.0/udp/4102/quic-v1)
     start_node a1 --bootstrap "$relay" --relay "$relay"
-    start_node a2
+    start_node a2 "${second[@]}"
     start_node b1 --bootstrap "$relay" --relay "$relay"
-    start_node b2 --bootstrap "$relay" --relay "$relay"
+    start_node b2 --bootstrap "$relay" --relay "$relay" "${second[@]}"
     for n in "${ALL_NODES[@]}"; do wait_api "$n"; done
     log "nodes up: $(for n in "${ALL_NODES[@]}"; do printf '%s=%s ' "$n" "$(peer_of "$n" | tail -c 8)"; done)"
 }
