@@ -338,6 +338,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         vec!["advertised".into(), s.advertised_addrs.join(" ")],
         vec!["reachability".into(), s.nat_status.clone()],
         vec![
+            "clock offset".into(),
+            format!(
+                "{:+} ms (median of {} peers)",
+                s.clock_offset_ms, s.clock_peers
+            ),
+        ],
+        vec![
             "connections".into(),
             format!(
                 "{} direct, {} relayed",

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
                 let followups = e.handle(
                     Input::Response {
                         exchange,
-                        response: Response::Differ,
+                        response: Response::Differ(NOW),
                     },
                     NOW,
                 );

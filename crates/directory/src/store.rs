@@ -58,6 +58,9 @@ pub struct Store {
     stats: StoreStats,
     /// Bumped on every change; lets derived structures (reconciliation snapshots) be cached.
     version: u64,
+    /// Extra far-future allowance: how far the owner of the store moved its clock to agree
+    /// with its peers (see [`Store::set_clock_correction`]).
+    clock_correction_ms: u64,
 }
 
 impl Store {
@@ -72,11 +75,21 @@ impl Store {
             per_owner: HashMap::new(),
             stats: StoreStats::default(),
             version: 0,
+            clock_correction_ms: 0,
         }
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Tells the store how far (either way) its owner corrected its clock to agree with its
+    /// peers. The caller passes the earlier of its local and corrected times as `now`, and the
+    /// far-future horizon widens by the correction, so a record is accepted and kept whenever
+    /// either clock would keep it: a wrong correction (peers lying about time) can make the
+    /// store more lenient by at most the correction, never drop a live record early.
+    pub fn set_clock_correction(&mut self, ms: u64) {
+        self.clock_correction_ms = ms;
     }
 
     /// Merges one record at time `now` (unix ms). On rejection the store is unchanged.
@@ -142,7 +155,8 @@ impl Store {
         }
         let horizon = now
             .saturating_add(limits.max_ttl_ms)
-            .saturating_add(limits.clock_skew_ms);
+            .saturating_add(limits.clock_skew_ms)
+            .saturating_add(self.clock_correction_ms);
         if record.expires_at() > horizon {
             return Err(Rejection::TooFarFuture);
         }

@@ -28,6 +28,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_bytes::ByteBuf;
 
+use crate::clock::{ClockConfig, NetworkClock};
 use crate::wire::{
     ID_BYTES, MAX_MESSAGE_BYTES, MESSAGE_OVERHEAD, RECORD_OVERHEAD, Request, Response,
 };
@@ -66,6 +67,8 @@ pub struct Config {
     pub rumor_burst_per_owner: f64,
     /// Record and store bounds.
     pub limits: Limits,
+    /// Network-adjusted time (clock-skew correction).
+    pub clock: ClockConfig,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             rumor_rate_per_owner: 1.0,
             rumor_burst_per_owner: 64.0,
             limits: Limits::default(),
+            clock: ClockConfig::default(),
         }
     }
 }
@@ -211,12 +215,15 @@ pub struct Engine {
     received_total_this_round: usize,
     /// Rumor token buckets per owner: (tokens, last refill in unix ms).
     rumor_buckets: HashMap<PeerId, (f64, u64)>,
+    /// Offset of this node's clock from its peers'; records are judged in network time.
+    clock: NetworkClock,
     stats: EngineStats,
 }
 
 impl Engine {
     /// A new engine for node `local`, with randomness from `seed`.
     pub fn new(local: PeerId, config: Config, seed: u64) -> Self {
+        let clock = NetworkClock::new(config.clock.clone());
         Self {
             local,
             store: Store::new(config.limits.clone()),
@@ -232,6 +239,7 @@ impl Engine {
             received_this_round: HashMap::new(),
             received_total_this_round: 0,
             rumor_buckets: HashMap::new(),
+            clock,
             stats: EngineStats::default(),
         }
     }
@@ -247,6 +255,20 @@ impl Engine {
     }
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+    /// The clock-skew estimate (offset from peers, samples).
+    pub fn clock(&self) -> &NetworkClock {
+        &self.clock
+    }
+    /// Local time `now` corrected by the offset from peers: the time records are issued,
+    /// accepted and expired by.
+    pub fn network_time(&self, now: u64) -> u64 {
+        self.clock.network_time(now)
+    }
+    /// The time the store judges expiry by: the earlier of the local and network times, so
+    /// that no clock correction (right or wrong) makes this node drop a live record early.
+    pub fn store_time(&self, now: u64) -> u64 {
+        now.min(self.network_time(now))
     }
     /// Peers reported by the caller.
     pub fn peers(&self) -> &IndexSet<PeerId> {
@@ -276,7 +298,7 @@ impl Engine {
             }
             Input::Publish(record) => {
                 // Our own records go through the merge rule like any other.
-                if let Ok(merged) = self.store.merge(record, now) {
+                if let Ok(merged) = self.store.merge(record, self.store_time(now)) {
                     self.news.push(merged.record);
                 }
             }
@@ -311,7 +333,10 @@ impl Engine {
 
     fn on_tick(&mut self, now: u64, out: &mut Vec<Output>) {
         self.stats.rounds += 1;
-        self.store.expire(now);
+        self.clock.refresh(now);
+        self.store
+            .set_clock_correction(self.clock.offset_ms().unsigned_abs());
+        self.store.expire(self.store_time(now));
         self.received_this_round.clear();
         self.received_total_this_round = 0;
         // Buckets that have refilled completely carry no information: forget them.
@@ -457,12 +482,13 @@ impl Engine {
     ) -> Response {
         match request {
             Request::Summary(count, fingerprint) => {
-                self.store.expire(now);
+                let time = self.network_time(now);
+                self.store.expire(self.store_time(now));
                 let summary = self.snapshot().summary();
                 if summary.count == count && summary.fingerprint[..] == fingerprint[..] {
-                    Response::InSync
+                    Response::InSync(time)
                 } else {
-                    Response::Differ
+                    Response::Differ(time)
                 }
             }
             Request::Reconcile(negentropy, records, wants) => {
@@ -530,12 +556,14 @@ impl Engine {
                 return;
             }
             (Exchange::Push(..), _) => return,
-            (Exchange::Sync(_), Response::InSync) => {
+            (Exchange::Sync(_), Response::InSync(time)) => {
+                self.observe_clock(peer, time, pending.started_at, now);
                 self.stats.exchanges_in_sync += 1;
                 self.stats.exchanges_completed += 1;
                 return;
             }
-            (Exchange::Sync(state), Response::Differ) => {
+            (Exchange::Sync(state), Response::Differ(time)) => {
+                self.observe_clock(peer, time, pending.started_at, now);
                 let Ok(first) = state.snapshot.initiate() else {
                     self.stats.exchanges_failed += 1;
                     return;
@@ -574,6 +602,13 @@ impl Engine {
         // Refused, or an answer that does not fit the request.
         state.have.clear();
         self.stats.exchanges_failed += 1;
+    }
+
+    /// Takes a clock sample from an answer and lets the store follow the correction.
+    fn observe_clock(&mut self, peer: PeerId, time: u64, sent_at: u64, now: u64) {
+        self.clock.observe(peer, time, sent_at, now);
+        self.store
+            .set_clock_correction(self.clock.offset_ms().unsigned_abs());
     }
 
     /// Orders records to send so that, when a delta spans several messages, the most useful
@@ -715,7 +750,8 @@ impl Engine {
             }
         }
         let mut merged = 0;
-        for result in self.store.merge_batch(decoded, now) {
+        let time = self.store_time(now);
+        for result in self.store.merge_batch(decoded, time) {
             match result {
                 Ok(m) => {
                     merged += 1;

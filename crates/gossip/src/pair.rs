@@ -24,11 +24,22 @@ pub struct Transfer {
 /// with the wire codec at its byte limit. Messages either side addresses to any third peer
 /// (rumor pushes) are dropped.
 pub fn exchange(a: &mut Engine, b: &mut Engine, now: u64) -> Result<Transfer, DecodeError> {
+    exchange_at(a, now, b, now)
+}
+
+/// [`exchange`] between two nodes whose clocks disagree: `a` reads `now_a`, `b` reads `now_b`
+/// (the message takes no time).
+pub fn exchange_at(
+    a: &mut Engine,
+    now_a: u64,
+    b: &mut Engine,
+    now_b: u64,
+) -> Result<Transfer, DecodeError> {
     let limit_a = a.config().max_message_bytes;
     let limit_b = b.config().max_message_bytes;
     let (a_id, b_id) = (a.local_peer(), b.local_peer());
     let mut transfer = Transfer::default();
-    let mut queue: Vec<Output> = a.handle(Input::SyncWith(b_id), now);
+    let mut queue: Vec<Output> = a.handle(Input::SyncWith(b_id), now_a);
     let mut next_channel = 0;
     while let Some(output) = queue.pop() {
         let Output::Send {
@@ -52,7 +63,7 @@ pub fn exchange(a: &mut Engine, b: &mut Engine, now: u64) -> Result<Transfer, De
                 channel: next_channel,
                 request,
             },
-            now,
+            now_b,
         );
         for output in outputs {
             if let Output::Respond { response, .. } = output {
@@ -61,7 +72,7 @@ pub fn exchange(a: &mut Engine, b: &mut Engine, now: u64) -> Result<Transfer, De
                 transfer.messages += 2;
                 transfer.round_trips += 1;
                 let response: Response = wire::decode(&bytes, limit_a)?;
-                queue.extend(a.handle(Input::Response { exchange, response }, now));
+                queue.extend(a.handle(Input::Response { exchange, response }, now_a));
             }
         }
     }

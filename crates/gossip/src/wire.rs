@@ -48,12 +48,14 @@ pub enum Request {
 /// A response: exactly one per request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// The summaries match: nothing to exchange.
+    /// The summaries match: nothing to exchange. Carries the answering node's network time
+    /// (unix ms), from which the requester estimates its clock offset (see [`crate::clock`]).
     #[serde(rename = "i")]
-    InSync,
-    /// The summaries differ: the requester goes on with [`Request::Reconcile`].
+    InSync(u64),
+    /// The summaries differ: the requester goes on with [`Request::Reconcile`]. Carries the
+    /// answering node's network time, as `InSync`.
     #[serde(rename = "d")]
-    Differ,
+    Differ(u64),
     /// `[negentropy answer or null, wanted records found, how many wants were processed]`.
     #[serde(rename = "r")]
     Reconcile(Option<ByteBuf>, Vec<RawRecord>, u32),

@@ -199,7 +199,7 @@ fn garbage_negentropy_messages_are_refused_not_fatal() {
     let out = b.handle(
         Input::Response {
             exchange: 999,
-            response: Response::InSync,
+            response: Response::InSync(NOW),
         },
         NOW,
     );

@@ -64,6 +64,11 @@ pub struct Status {
     /// and pushes alike; no transport framing) since the node started.
     pub gossip_bytes: GossipBytes,
     pub nat_status: String,
+    /// Correction applied to the local clock for records: the median offset of sampled peers'
+    /// clocks (0 until 3 peers were sampled), in ms.
+    pub clock_offset_ms: i64,
+    /// Peers whose clock was sampled.
+    pub clock_peers: usize,
     pub uptime_secs: u64,
 }
 

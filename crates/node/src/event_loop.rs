@@ -49,6 +49,8 @@ const MAX_PEERS_LISTED: usize = 1000;
 const RELAY_RETRY: Duration = Duration::from_secs(30);
 /// How soon a reservation that was lost (listener closed) is retried.
 const RELAY_RELISTEN: Duration = Duration::from_secs(5);
+/// A change of the clock correction beyond this re-issues our records at once.
+const CLOCK_REFRESH_THRESHOLD_MS: u64 = 1_000;
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -89,6 +91,8 @@ pub struct EventLoop {
     next_channel: ChannelId,
     specialists: BTreeMap<String, OwnSpecialist>,
     node_refresh_at: u64,
+    /// Clock correction our records were last issued with.
+    refreshed_at_offset: i64,
     published_addrs: Vec<Multiaddr>,
     addrs_dirty: bool,
     issued_dirty: bool,
@@ -138,6 +142,7 @@ impl EventLoop {
             next_channel: 0,
             specialists: BTreeMap::new(),
             node_refresh_at: 0,
+            refreshed_at_offset: 0,
             published_addrs: Vec::new(),
             addrs_dirty: true,
             issued_dirty: false,
@@ -344,8 +349,9 @@ impl EventLoop {
     /// One round. Returns true when the loop must stop.
     fn on_tick(&mut self) -> bool {
         self.feed(Input::Tick);
-        let now = now_ms();
+        let now = self.record_now();
         if self.stopping.is_none() {
+            self.follow_clock_correction();
             self.refresh_records(now);
             if Instant::now() >= self.next_walk {
                 self.next_walk = Instant::now() + self.config.random_walk;
@@ -369,6 +375,31 @@ impl EventLoop {
             return done;
         }
         false
+    }
+
+    /// Time records are issued by: the local clock corrected by the median offset of sampled
+    /// peers (see `gossip::clock`). The store judges expiry by `Engine::store_time`.
+    fn record_now(&self) -> u64 {
+        self.engine.network_time(now_ms())
+    }
+
+    /// When the clock correction moved by more than a second, our records were issued on a
+    /// clock the others disagree with (a node behind them issued records that are about to
+    /// expire for them): re-issue everything now instead of at the next refresh.
+    fn follow_clock_correction(&mut self) {
+        let offset = self.engine.clock().offset_ms();
+        if offset.abs_diff(self.refreshed_at_offset) > CLOCK_REFRESH_THRESHOLD_MS {
+            info!(
+                offset_ms = offset,
+                peers = self.engine.clock().peers_sampled(),
+                "clock correction changed: re-issuing our records"
+            );
+            self.refreshed_at_offset = offset;
+            self.node_refresh_at = 0;
+            for own in self.specialists.values_mut() {
+                own.refresh_at = 0;
+            }
+        }
     }
 
     fn refresh_records(&mut self, now: u64) {
@@ -501,7 +532,7 @@ impl EventLoop {
     }
 
     fn live_records(&self) -> (usize, usize) {
-        let now = now_ms();
+        let now = self.engine.store_time(now_ms());
         let mut records = 0;
         let mut specialists = 0;
         for r in self.engine.store().iter() {
@@ -548,7 +579,7 @@ impl EventLoop {
             ticks: 0,
             replies: reply.into_iter().collect(),
         });
-        let now = now_ms();
+        let now = self.record_now();
         let ttl = self.config.ttl.as_millis() as u64;
         let mut names: Vec<String> = self.specialists.keys().cloned().collect();
         self.specialists.clear();
@@ -581,7 +612,7 @@ impl EventLoop {
                 let records = self
                     .engine
                     .store()
-                    .query(&capabilities, now_ms())
+                    .query(&capabilities, self.engine.store_time(now_ms()))
                     .iter()
                     .map(|r| record_view(r))
                     .collect();
@@ -633,6 +664,8 @@ impl EventLoop {
             round: self.engine.stats().rounds,
             gossip_bytes: self.metrics.gossip_bytes(),
             nat_status: self.nat_status.clone(),
+            clock_offset_ms: self.engine.clock().offset_ms(),
+            clock_peers: self.engine.clock().peers_sampled(),
             uptime_secs: self.started.elapsed().as_secs(),
         }
     }
@@ -693,7 +726,7 @@ impl EventLoop {
             endpoint: announce.endpoint,
             meta: announce.meta,
         };
-        let now = now_ms();
+        let now = self.record_now();
         let record = self
             .issuer
             .specialist(&name, specialist.clone(), ttl_ms, now)
@@ -745,7 +778,7 @@ impl EventLoop {
         let ttl = own.map_or(self.config.ttl.as_millis() as u64, |o| o.ttl_ms);
         let record = self
             .issuer
-            .withdrawal(name, ttl, now_ms())
+            .withdrawal(name, ttl, self.record_now())
             .map_err(rejection_error)?;
         self.issued_dirty = true;
         info!(name, "withdrew specialist");

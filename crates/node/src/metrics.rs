@@ -32,6 +32,7 @@ pub struct Metrics {
     nodes: Gauge,
     connections_direct: Gauge,
     connections_relayed: Gauge,
+    clock_offset: Gauge,
     rounds: Counter,
     merges: Counter,
     expiries: Counter,
@@ -82,6 +83,7 @@ impl Metrics {
             nodes: Gauge::default(),
             connections_direct: Gauge::default(),
             connections_relayed: Gauge::default(),
+            clock_offset: Gauge::default(),
             rounds: Counter::default(),
             merges: Counter::default(),
             expiries: Counter::default(),
@@ -114,6 +116,11 @@ impl Metrics {
             "connections_relayed",
             "Open relayed connections",
             m.connections_relayed.clone(),
+        );
+        r.register(
+            "clock_offset_ms",
+            "Correction applied to the local clock for records (median offset of sampled peers)",
+            m.clock_offset.clone(),
         );
         r.register("rounds", "Gossip rounds run", m.rounds.clone());
         r.register("merges", "Records merged into the store", m.merges.clone());
@@ -207,6 +214,7 @@ impl Metrics {
         self.nodes.set(store.nodes().len() as i64);
         self.connections_direct.set(direct as i64);
         self.connections_relayed.set(relayed as i64);
+        self.clock_offset.set(engine.clock().offset_ms());
         let last = &mut self.last;
         advance(&self.rounds, &mut last.rounds, e.rounds);
         advance(&self.merges, &mut last.merges, s.merged);

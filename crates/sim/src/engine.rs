@@ -52,7 +52,9 @@
 //!   conflicting versions (same owner, same seq, different content) published at origins
 //!   0 and 1; convergence also requires the winner (larger id) everywhere.
 //! * `adversaries F`: `round(F × N)` non-origin nodes are adversarial actors, not engines.
-//!   They answer every `Summary` with `InSync`, a `Reconcile` with an empty answer, and a
+//!   They answer every `Summary` with `InSync` and a time an hour behind (clock liars: a
+//!   victim whose samples they dominate corrects its clock by the clamp, ±2 min, at most),
+//!   a `Reconcile` with an empty answer, and a
 //!   `Push` with `PushAck(0)` or (half the time) not at all. Every round each pushes to
 //!   `fanout` random honest nodes: forgeries of announcements it has seen (the honest body
 //!   signed by a forger's key; a newer seq so signed; a tampered body with the owner's
@@ -1065,7 +1067,7 @@ impl<'a> Sim<'a> {
                     self.gain(to, a, Some(h));
                 }
                 let response = match request {
-                    Request::Summary(..) => Some(Response::InSync),
+                    Request::Summary(..) => Some(Response::InSync(T0 + self.now - HOUR_MS)),
                     Request::Reconcile(..) => Some(Response::Reconcile(None, Vec::new(), 0)),
                     Request::Push(_) => (!self.rng.gen_bool(0.5)).then_some(Response::PushAck(0)),
                 };
