@@ -24,6 +24,10 @@ pub enum BenchCommand {
     /// Time and bytes until a new record reaches every node: N real gossipdir nodes against N
     /// libp2p gossipsub nodes, on 127.0.0.1 over TCP + noise + yamux (issue 8).
     Latency(::bench::LatencyArgs),
+    /// Query a node's HTTP API at a fixed rate (open loop) while it gossips 10,000 signed
+    /// records with real peers, all on 127.0.0.1; report latency percentiles, errors, bytes,
+    /// the node's records, rounds and CPU.
+    Api(::bench::ApiArgs),
 }
 
 #[derive(Serialize)]
@@ -50,6 +54,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             json,
         } => reconcile(records, diff, json),
         BenchCommand::Latency(args) => ::bench::run_latency(args),
+        BenchCommand::Api(args) => ::bench::run_api(args),
     }
 }
 

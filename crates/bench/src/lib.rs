@@ -1,5 +1,7 @@
 //! Real-stack benchmarks of gossipdir (issue 8): how fast a new record reaches every node, and
-//! how many bytes each node receives for it, against libp2p gossipsub on the same transport.
+//! how many bytes each node receives for it, against libp2p gossipsub on the same transport;
+//! and ([`api_load`]) how a node's local HTTP API answers a fixed rate of queries while it
+//! gossips a directory of 10,000 records.
 //!
 //! Everything runs in one process on 127.0.0.1 over TCP + noise + yamux:
 //! - [`gossipdir`]: N real [`node::Node`]s (mDNS off, 1 s rounds, default push fanout).
@@ -12,8 +14,10 @@
 //! noise and yamux framing included; divided by N). Each trial's window is preceded by an idle
 //! window of the same length, subtracted as the baseline.
 
+pub mod api_load;
 pub mod gossipdir;
 pub mod gossipsub;
 pub mod latency;
 
+pub use api_load::{ApiArgs, ApiReport, api_load, run_api};
 pub use latency::{LatencyArgs, run_latency};
