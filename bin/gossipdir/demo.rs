@@ -30,8 +30,12 @@ pub struct DemoArgs {
     pub fanout: u32,
     /// Peers a new record is pushed to at once; 0 reproduces the founding experiment's
     /// periodic-only exchanges.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub push_fanout: usize,
+    /// Further peers told only the ids of a new record (lazy push; 0 = off) [default:
+    /// ⌈ln N⌉ + 3].
+    #[arg(long, value_name = "K")]
+    pub announce_fanout: Option<usize>,
     /// Seed of the choice of announcing nodes and of the engines.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -77,6 +81,9 @@ fn config(args: &DemoArgs, i: u32, bootstrap: Vec<directory::Multiaddr>) -> node
     c.interval = args.interval;
     c.fanout = args.fanout as usize;
     c.push_fanout = args.push_fanout;
+    if args.announce_fanout.is_some() {
+        c.announce_fanout = args.announce_fanout;
+    }
     c.seed = Some(args.seed.wrapping_mul(1000).wrapping_add(u64::from(i)));
     c
 }
@@ -241,6 +248,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "transport": "libp2p tcp+noise+yamux on 127.0.0.1",
         "interval_ms": args.interval.as_millis() as u64,
         "push_fanout": args.push_fanout,
+        "announce_fanout": args.announce_fanout,
         "rounds_counted": "ticks of the announcing node between the announcement and the last node holding the record",
         "zero_round_trials": zero_round,
         "wall_ms": { "worst": worst_ms, "average": avg_ms, "best": best_ms },

@@ -57,9 +57,13 @@ pub struct NodeArgs {
     #[arg(long, value_name = "K")]
     pub fanout: Option<usize>,
     /// Peers a record new to this node is pushed to at once; 0 leaves spreading to the
-    /// periodic exchanges alone [default: 2].
+    /// periodic exchanges alone [default: 1].
     #[arg(long, value_name = "K")]
     pub push_fanout: Option<usize>,
+    /// Further peers told only the ids of a new record, which fetch it if they lack it
+    /// (lazy push); 0 turns it off [default: ⌈ln N⌉ + 3 for N known nodes].
+    #[arg(long, value_name = "K")]
+    pub announce_fanout: Option<usize>,
     /// Lifetime of this node's records; they are refreshed at a third of it, and vanish from
     /// every directory this long after the node does [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -100,6 +104,7 @@ struct FileConfig {
     interval: Option<String>,
     fanout: Option<usize>,
     push_fanout: Option<usize>,
+    announce_fanout: Option<usize>,
     ttl: Option<String>,
     #[serde(default)]
     no_mdns: bool,
@@ -175,6 +180,7 @@ impl NodeArgs {
         }
         self.fanout = self.fanout.or(f.fanout);
         self.push_fanout = self.push_fanout.or(f.push_fanout);
+        self.announce_fanout = self.announce_fanout.or(f.announce_fanout);
         self.no_mdns |= f.no_mdns;
         self.relay_server |= f.relay_server;
         self.log_format = self.log_format.or(f.log_format);
@@ -237,6 +243,12 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             bail!("--push-fanout must be at most 64");
         }
         config.push_fanout = push_fanout;
+    }
+    if let Some(announce_fanout) = args.announce_fanout {
+        if announce_fanout > 64 {
+            bail!("--announce-fanout must be at most 64");
+        }
+        config.announce_fanout = Some(announce_fanout);
     }
     if let Some(ttl) = args.ttl {
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {

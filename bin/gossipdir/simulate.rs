@@ -75,6 +75,10 @@ pub struct SimulateArgs {
     /// Fraction of adversarial nodes, in [0, 1) (engine model only).
     #[arg(long, value_name = "F", default_value_t = 0.0)]
     pub adversaries: f64,
+    /// Engine model: what the adversaries do: all, forge, replay, immortal, flood, withhold,
+    /// clock-lie.
+    #[arg(long, value_name = "KIND", default_value = "all")]
+    pub adversary_kind: sim::AdversaryKind,
     /// A trial not converged after this many rounds counts as not converged.
     #[arg(long, value_name = "R", default_value_t = sim::DEFAULT_MAX_ROUNDS)]
     pub max_rounds: u32,
@@ -91,12 +95,16 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub json: bool,
     /// Engine model: peers news is pushed to at once (0 = pure periodic push-pull).
-    #[arg(long, value_name = "K", default_value_t = 2)]
+    #[arg(long, value_name = "K", default_value_t = 1)]
     pub push_fanout: usize,
     /// Engine model: further peers a push acknowledged as news goes on to (rumor feedback)
     /// [default: the engine's].
     #[arg(long, value_name = "F")]
     pub push_feedback: Option<u32>,
+    /// Engine model: further peers that get only the ids of news and fetch what they lack
+    /// (lazy push; 0 = off) [default: ⌈ln N⌉ + 3].
+    #[arg(long, value_name = "K")]
+    pub announce_fanout: Option<usize>,
     /// Engine model: one-way latency of every message, in simulated ms.
     #[arg(long, value_name = "L", default_value_t = 5)]
     pub latency_ms: u64,
@@ -120,10 +128,14 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         push_feedback: args
             .push_feedback
             .unwrap_or(sim::EngineModel::default().push_feedback),
+        announce_fanout: args
+            .announce_fanout
+            .or(sim::EngineModel::default().announce_fanout),
         latency_ms: args.latency_ms,
         timeout_ms: args.timeout_ms,
         message_loss: args.message_loss,
         measure_removal: args.measure_removal,
+        adversary_kind: args.adversary_kind,
         ..sim::EngineModel::default()
     };
     let model: &dyn sim::Model = match args.model {
@@ -134,11 +146,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                 || args.timeout_ms != defaults.timeout_ms
                 || args.message_loss != defaults.message_loss
                 || args.push_feedback.is_some()
+                || args.announce_fanout.is_some()
                 || args.measure_removal
+                || args.adversary_kind != sim::AdversaryKind::All
             {
                 bail!(
-                    "--push-fanout, --latency-ms, --timeout-ms, --message-loss and \
-                     --measure-removal apply to --model engine only"
+                    "--push-fanout, --latency-ms, --timeout-ms, --message-loss, \
+                     --measure-removal and --adversary-kind apply to --model engine only"
                 );
             }
             &sim::RumorModel

@@ -43,6 +43,10 @@ pub enum Request {
     /// Records that are news to the sender, pushed on at once (rumor mongering).
     #[serde(rename = "p")]
     Push(Vec<RawRecord>),
+    /// Ids of records that are news to the sender (lazy push): the receiver answers
+    /// `PushAck(ids it lacks)` and fetches those with a `Reconcile(null, [], wants)` exchange.
+    #[serde(rename = "h")]
+    Have(Vec<ByteBuf>),
 }
 
 /// A response: exactly one per request.
@@ -59,7 +63,8 @@ pub enum Response {
     /// `[negentropy answer or null, wanted records found, how many wants were processed]`.
     #[serde(rename = "r")]
     Reconcile(Option<ByteBuf>, Vec<RawRecord>, u32),
-    /// How many of the pushed records were new to the receiver (feedback for the pusher).
+    /// How many of the pushed records (or announced ids) were new to the receiver (feedback
+    /// for the pusher).
     #[serde(rename = "p")]
     PushAck(u32),
     /// The request was refused (malformed, over a limit, or the peer is penalised).

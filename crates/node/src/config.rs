@@ -40,6 +40,9 @@ pub struct NodeConfig {
     pub fanout: usize,
     /// Peers a record new to this node is pushed to at once (0: only periodic exchanges).
     pub push_fanout: usize,
+    /// Further peers told only the ids of news, which fetch what they lack (`None`: the
+    /// engine's ⌈ln N⌉ + 3; `Some(0)`: off).
+    pub announce_fanout: Option<usize>,
     /// Lifetime of this node's records (the node record and specialists by default).
     pub ttl: Duration,
     pub mdns: bool,
@@ -73,6 +76,7 @@ impl NodeConfig {
             interval: DEFAULT_INTERVAL,
             fanout: 2,
             push_fanout: gossip::Config::default().push_fanout,
+            announce_fanout: gossip::Config::default().announce_fanout,
             ttl: DEFAULT_TTL,
             mdns: true,
             relay_server: false,

@@ -123,6 +123,7 @@ impl EventLoop {
         let engine_config = gossip::Config {
             fanout: config.fanout,
             push_fanout: config.push_fanout,
+            announce_fanout: config.announce_fanout,
             max_message_bytes: config.max_message_bytes,
             exchange_timeout_ms: config.request_timeout.as_millis() as u64,
             ..gossip::Config::default()
@@ -860,6 +861,7 @@ impl EventLoop {
                         .or_default()
                         .insert(connection_id, (addr, relayed));
                 }
+                self.feed(Input::Connected(peer_id));
                 if self.bootstrap_peers.contains(&peer_id) {
                     self.feed(Input::SyncWith(peer_id));
                 }
@@ -880,6 +882,7 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
+                num_established,
                 ..
             } => {
                 if let Some(conns) = self.connections.get_mut(&peer_id) {
@@ -887,6 +890,9 @@ impl EventLoop {
                     if conns.is_empty() {
                         self.connections.remove(&peer_id);
                     }
+                }
+                if num_established == 0 {
+                    self.feed(Input::Disconnected(peer_id));
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {

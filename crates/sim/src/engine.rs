@@ -108,6 +108,10 @@ pub const NODE_KEYS: u64 = 1 << 40;
 /// version and `summarize` for the other, issued at [`T0`] for [`HOUR_MS`]).
 pub const CONFLICT_KEY: u64 = 1 << 41;
 const FORGER_KEY: u64 = 1 << 42;
+/// First key index of the flooding adversaries' Sybil keys.
+const FLOOD_KEYS: u64 = 1 << 43;
+/// Records each flooding adversary pushes per round, each under a new key.
+const FLOOD_PER_ROUND: u64 = 64;
 
 /// Lifetime of the announcements.
 pub const HOUR_MS: u64 = 3_600_000;
@@ -119,6 +123,9 @@ pub struct EngineModel {
     pub push_fanout: usize,
     /// Further peers a push acknowledged as news goes on to (`Config::push_feedback_forwards`).
     pub push_feedback: u32,
+    /// Further peers that get only the ids of news and fetch what they lack
+    /// (`Config::announce_fanout`).
+    pub announce_fanout: Option<usize>,
     /// One-way latency of every message, simulated ms.
     pub latency_ms: u64,
     /// Round length, simulated ms.
@@ -133,6 +140,71 @@ pub struct EngineModel {
     pub expiry_ttl_ms: u64,
     /// Peers a joining node is introduced to (and that learn of it).
     pub join_peers: usize,
+    /// What the adversarial nodes do (`--adversary-kind`; all of it by default).
+    pub adversary_kind: AdversaryKind,
+}
+
+/// One kind of adversarial behaviour, or all of them at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdversaryKind {
+    /// Every behaviour below at once.
+    #[default]
+    All,
+    /// Forged and tampered versions of the announcements it has seen (another key's
+    /// signature, a newer seq so signed, a tampered body, a far-future expiry so signed).
+    Forge,
+    /// Older genuine versions of the announced keys.
+    Replay,
+    /// A validly signed record of its own with an expiry ten years ahead.
+    Immortal,
+    /// Sybil flood: 64 new, validly signed records under fresh keys every round.
+    Flood,
+    /// Answers every exchange as if it held everything and pushes nothing.
+    Withhold,
+    /// Withholds, and tells every peer that starts an exchange a time an hour behind.
+    ClockLie,
+}
+
+impl AdversaryKind {
+    pub const ALL: [AdversaryKind; 7] = [
+        AdversaryKind::All,
+        AdversaryKind::Forge,
+        AdversaryKind::Replay,
+        AdversaryKind::Immortal,
+        AdversaryKind::Flood,
+        AdversaryKind::Withhold,
+        AdversaryKind::ClockLie,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AdversaryKind::All => "all",
+            AdversaryKind::Forge => "forge",
+            AdversaryKind::Replay => "replay",
+            AdversaryKind::Immortal => "immortal",
+            AdversaryKind::Flood => "flood",
+            AdversaryKind::Withhold => "withhold",
+            AdversaryKind::ClockLie => "clock-lie",
+        }
+    }
+
+    fn does(&self, kind: AdversaryKind) -> bool {
+        *self == AdversaryKind::All || *self == kind
+    }
+}
+
+impl std::str::FromStr for AdversaryKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AdversaryKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = AdversaryKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown adversary kind {s:?}; one of {}", names.join(", "))
+            })
+    }
 }
 
 impl Default for EngineModel {
@@ -140,6 +212,7 @@ impl Default for EngineModel {
         EngineModel {
             push_fanout: Config::default().push_fanout,
             push_feedback: Config::default().push_feedback_forwards,
+            announce_fanout: Config::default().announce_fanout,
             latency_ms: 5,
             interval_ms: 1000,
             timeout_ms: 10_000,
@@ -147,6 +220,7 @@ impl Default for EngineModel {
             measure_removal: false,
             expiry_ttl_ms: 5_000,
             join_peers: 8,
+            adversary_kind: AdversaryKind::All,
         }
     }
 }
@@ -171,8 +245,14 @@ pub struct EngineTrial {
     pub forged_sent: u64,
     /// Older genuine versions replayed by adversaries.
     pub replays_sent: u64,
+    /// Valid records under fresh Sybil keys pushed by flooding adversaries.
+    #[serde(default)]
+    pub flood_sent: u64,
     /// Records held by an honest store that no honest owner signed (must be 0).
     pub forged_accepted: u64,
+    /// Most records any honest store held at a round boundary (memory under a flood).
+    #[serde(default)]
+    pub max_store_records: u64,
     /// Conflicts (same key, same seq) seen by the honest stores until convergence.
     pub conflicts_seen: u64,
     pub messages_lost: u64,
@@ -311,6 +391,8 @@ impl Spread {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineSummary {
     pub push_fanout: usize,
+    #[serde(default)]
+    pub announce_fanout: Option<usize>,
     pub latency_ms: u64,
     pub interval_ms: u64,
     pub timeout_ms: u64,
@@ -330,7 +412,15 @@ pub struct EngineSummary {
     pub misbehaviour_by_reason: BTreeMap<String, u64>,
     pub forged_sent: u64,
     pub replays_sent: u64,
+    #[serde(default)]
+    pub flood_sent: u64,
     pub forged_accepted: u64,
+    /// Most records any honest store held (max over trials).
+    #[serde(default)]
+    pub max_store_records: u64,
+    /// What the adversaries did.
+    #[serde(default)]
+    pub adversary_kind: AdversaryKind,
     pub conflicts_seen: u64,
     pub messages_lost: u64,
     pub dial_failures: u64,
@@ -359,6 +449,7 @@ impl EngineSummary {
         }
         let mut s = EngineSummary {
             push_fanout: model.push_fanout,
+            announce_fanout: model.announce_fanout,
             latency_ms: model.latency_ms,
             interval_ms: model.interval_ms,
             timeout_ms: model.timeout_ms,
@@ -373,7 +464,10 @@ impl EngineSummary {
             misbehaviour_by_reason: by_reason,
             forged_sent: total(|t| t.forged_sent),
             replays_sent: total(|t| t.replays_sent),
+            flood_sent: total(|t| t.flood_sent),
             forged_accepted: total(|t| t.forged_accepted),
+            max_store_records: per.iter().map(|t| t.max_store_records).max().unwrap_or(0),
+            adversary_kind: model.adversary_kind,
             conflicts_seen: total(|t| t.conflicts_seen),
             messages_lost: total(|t| t.messages_lost),
             dial_failures: total(|t| t.dial_failures),
@@ -399,8 +493,14 @@ impl EngineSummary {
             )
         };
         let mut rows = vec![[
-            "Push fanout / latency".to_string(),
-            format!("{} / {} ms", self.push_fanout, self.latency_ms),
+            "Push / announce fanout / latency".to_string(),
+            format!(
+                "{} / {} / {} ms",
+                self.push_fanout,
+                self.announce_fanout
+                    .map_or("ln N + 3".to_owned(), |k| k.to_string()),
+                self.latency_ms
+            ),
         ]];
         if let Some(t) = &self.time_ms {
             rows.push(["Time to converge".into(), spread(t, "ms")]);
@@ -443,10 +543,21 @@ impl EngineSummary {
             "Misbehaviour reports".into(),
             format!("{} (all {trials} trials)", self.misbehaviour_reports),
         ]);
-        if self.forged_sent > 0 || self.replays_sent > 0 {
+        if self.forged_sent > 0 || self.replays_sent > 0 || self.flood_sent > 0 {
             rows.push([
-                "Forged / replayed sent".into(),
-                format!("{} / {}", self.forged_sent, self.replays_sent),
+                "Adversary kind".into(),
+                self.adversary_kind.as_str().to_owned(),
+            ]);
+            rows.push([
+                "Forged / replayed / flood sent".into(),
+                format!(
+                    "{} / {} / {}",
+                    self.forged_sent, self.replays_sent, self.flood_sent
+                ),
+            ]);
+            rows.push([
+                "Most records held (honest)".into(),
+                self.max_store_records.to_string(),
             ]);
         }
         rows.push([
@@ -557,6 +668,8 @@ struct Sim<'a> {
     /// Genuine records: id → signature.
     genuine: HashMap<RecordId, Vec<u8>>,
     forgeries: Vec<Forgeries>,
+    /// Sybil keys used so far by flooding adversaries.
+    flood_keys: u64,
     updates: usize,
     incomplete: usize,
     phase1: bool,
@@ -612,6 +725,7 @@ impl<'a> Sim<'a> {
             by_sig: HashMap::new(),
             genuine: HashMap::new(),
             forgeries: Vec::new(),
+            flood_keys: 0,
             updates: u,
             incomplete: 0,
             phase1: true,
@@ -682,6 +796,7 @@ impl<'a> Sim<'a> {
                 fanout: self.params.fanout as usize,
                 push_fanout: self.model.push_fanout,
                 push_feedback_forwards: self.model.push_feedback,
+                announce_fanout: self.model.announce_fanout,
                 ..Config::default()
             };
             Box::new(Engine::new(peer, config, self.rng.r#gen()))
@@ -1041,7 +1156,7 @@ impl<'a> Sim<'a> {
             .expect("the codec decodes what it encoded");
         let hits = match &request {
             Request::Reconcile(_, records, _) | Request::Push(records) => self.hits(records),
-            Request::Summary(..) => Vec::new(),
+            Request::Summary(..) | Request::Have(_) => Vec::new(),
         };
         self.count_received(to, bytes.len(), &hits);
         let from_peer = self.nodes[from].peer;
@@ -1067,9 +1182,15 @@ impl<'a> Sim<'a> {
                     self.gain(to, a, Some(h));
                 }
                 let response = match request {
-                    Request::Summary(..) => Some(Response::InSync(T0 + self.now - HOUR_MS)),
+                    Request::Summary(..) => {
+                        let lie = self.model.adversary_kind.does(AdversaryKind::ClockLie);
+                        let time = T0 + self.now - if lie { HOUR_MS } else { 0 };
+                        Some(Response::InSync(time))
+                    }
                     Request::Reconcile(..) => Some(Response::Reconcile(None, Vec::new(), 0)),
-                    Request::Push(_) => (!self.rng.gen_bool(0.5)).then_some(Response::PushAck(0)),
+                    Request::Push(_) | Request::Have(_) => {
+                        (!self.rng.gen_bool(0.5)).then_some(Response::PushAck(0))
+                    }
                 };
                 match response {
                     Some(r) => self.send_response(to, from, exchange, &r),
@@ -1187,24 +1308,47 @@ impl<'a> Sim<'a> {
         if honest.is_empty() {
             return;
         }
+        let kind = self.model.adversary_kind;
         let mut records = Vec::new();
-        if let Some(own) = &self.nodes[adv].own_far {
-            records.push(own.clone());
-        }
-        let mut forged = 1u64;
+        let mut forged = 0u64;
         let mut replays = 0u64;
-        let seen: Vec<usize> = (0..self.updates)
-            .filter(|&a| self.nodes[adv].hop[a] != NONE)
-            .collect();
-        for _ in 0..seen.len().min(3) {
-            let a = seen[self.rng.gen_range(0..seen.len())];
-            records.extend(self.forgeries[a].list.iter().cloned());
-            forged += self.forgeries[a].list.len() as u64;
+        if kind.does(AdversaryKind::Immortal)
+            && let Some(own) = &self.nodes[adv].own_far
+        {
+            records.push(own.clone());
+            forged += 1;
         }
-        for _ in 0..self.updates.min(3) {
-            let a = self.rng.gen_range(0..self.updates);
-            records.push(self.forgeries[a].old.clone());
-            replays += 1;
+        if kind.does(AdversaryKind::Forge) {
+            let seen: Vec<usize> = (0..self.updates)
+                .filter(|&a| self.nodes[adv].hop[a] != NONE)
+                .collect();
+            for _ in 0..seen.len().min(3) {
+                let a = seen[self.rng.gen_range(0..seen.len())];
+                records.extend(self.forgeries[a].list.iter().cloned());
+                forged += self.forgeries[a].list.len() as u64;
+            }
+        }
+        if kind.does(AdversaryKind::Replay) {
+            for _ in 0..self.updates.min(3) {
+                let a = self.rng.gen_range(0..self.updates);
+                records.push(self.forgeries[a].old.clone());
+                replays += 1;
+            }
+        }
+        if kind.does(AdversaryKind::Flood) {
+            // Fresh Sybil keys: valid records nobody can tell from honest ones; the store caps
+            // bound what they cost.
+            for _ in 0..FLOOD_PER_ROUND {
+                self.flood_keys += 1;
+                let kp = keypair(FLOOD_KEYS + self.flood_keys);
+                let r = specialist(&kp, "sybil", &["translate"], 1, T0 + self.now, HOUR_MS);
+                self.genuine.insert(r.id(), r.to_raw().1.to_vec());
+                records.push(r.to_raw());
+            }
+            self.out.flood_sent += FLOOD_PER_ROUND;
+        }
+        if records.is_empty() {
+            return;
         }
         let k = (self.params.fanout as usize).min(honest.len());
         let mut targets: Vec<usize> = Vec::with_capacity(k);
@@ -1239,6 +1383,13 @@ impl<'a> Sim<'a> {
             }
         }
         self.out.forged_accepted = self.out.forged_accepted.max(bad);
+        let held = self
+            .present_honest()
+            .filter_map(|i| self.nodes[i].engine.as_ref())
+            .map(|e| e.store().len() as u64)
+            .max()
+            .unwrap_or(0);
+        self.out.max_store_records = self.out.max_store_records.max(held);
     }
 
     fn on_boundary(&mut self, r: u32) {

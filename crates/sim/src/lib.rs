@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-pub use engine::EngineModel;
+pub use engine::{AdversaryKind, EngineModel};
 pub use report::{Criteria, Report, Theory, TrialResult};
 pub use rumor::RumorModel;
 

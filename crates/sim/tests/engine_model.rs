@@ -91,13 +91,20 @@ fn honest_records_converge_despite_30_percent_adversaries_and_no_forgery_is_acce
     };
     let r = report(&model(2), &p);
     assert!(all_converged(&r), "{}", r.to_table());
-    for e in extras(&r) {
+    let trials = extras(&r);
+    for e in &trials {
         assert_eq!(e.forged_accepted, 0);
-        assert!(e.forged_sent > 0 && e.replays_sent > 0);
-        assert!(e.misbehaviour_reports > 0);
-        assert!(e.misbehaviour_by_reason.contains_key("bad_signature"));
-        assert!(e.misbehaviour_by_reason.contains_key("too_far_future"));
     }
+    // Trials that converge in their first round end before adversaries saw much to forge:
+    // the attack happened, over the trials together.
+    assert!(
+        trials
+            .iter()
+            .any(|e| e.forged_sent > 0 && e.replays_sent > 0)
+    );
+    assert!(trials.iter().any(|e| e.misbehaviour_reports > 0
+        && e.misbehaviour_by_reason.contains_key("bad_signature")
+        && e.misbehaviour_by_reason.contains_key("too_far_future")));
 }
 
 #[test]
@@ -234,4 +241,51 @@ fn losing_one_message_in_ten_still_converges() {
     let r = report(&m, &params(64, 4));
     assert!(all_converged(&r));
     assert!(extras(&r).iter().any(|e| e.messages_lost > 0));
+}
+
+#[test]
+fn each_kind_of_adversary_at_ten_and_thirty_percent_is_contained() {
+    use gossipdir_sim::AdversaryKind;
+    // Bound plus a stated margin: ⌈log₂ 50⌉ = 6 rounds, + 4.
+    let bound = 6 + 4;
+    for kind in AdversaryKind::ALL {
+        for fraction in [0.1, 0.3] {
+            let m = EngineModel {
+                adversary_kind: kind,
+                ..model(2)
+            };
+            let p = SimParams {
+                adversaries: fraction,
+                updates: 2,
+                ..params(50, 2)
+            };
+            let r = report(&m, &p);
+            let label = format!("{} at {fraction}", kind.as_str());
+            assert!(all_converged(&r), "{label}\n{}", r.to_table());
+            assert!(
+                r.worst.is_some_and(|w| w <= bound),
+                "{label}: worst {:?}\n{}",
+                r.worst,
+                r.to_table()
+            );
+            for e in extras(&r) {
+                assert_eq!(e.forged_accepted, 0, "{label}");
+                // Memory stays bounded: honest nodes (≤ 50 node records, 2 announcements and
+                // a contested key), one own record per adversary, and what the Sybil flood
+                // got in before convergence — never more than the store cap.
+                assert!(
+                    e.max_store_records <= directory::Limits::default().max_records as u64,
+                    "{label}: {} records",
+                    e.max_store_records
+                );
+                if kind != AdversaryKind::Flood && kind != AdversaryKind::All {
+                    assert!(
+                        e.max_store_records <= 200,
+                        "{label}: {}",
+                        e.max_store_records
+                    );
+                }
+            }
+        }
+    }
 }
