@@ -330,6 +330,69 @@ fn news_is_pushed_on_once_to_push_fanout_peers() {
     assert!(!out.iter().any(|o| matches!(o, Output::Send { .. })));
 }
 
+/// The requests of `out` by kind: (pushes, id announcements).
+fn sends(out: &[Output]) -> (usize, usize) {
+    let count = |f: fn(&Request) -> bool| {
+        out.iter()
+            .filter(|o| matches!(o, Output::Send { request, .. } if f(request)))
+            .count()
+    };
+    (
+        count(|r| matches!(r, Request::Push(_))),
+        count(|r| matches!(r, Request::Have(_))),
+    )
+}
+
+#[test]
+fn news_is_pushed_to_one_peer_and_announced_to_ln_n_plus_three() {
+    let mut e = engine_with_peers(Config::default(), 50);
+    let out = push(&mut e, PeerId::random(), std::slice::from_ref(&pool()[0]));
+    // 50 members: ⌈ln 50⌉ + 3 = 7 announcements besides the one eager push.
+    assert_eq!(sends(&out), (1, 7));
+    // An announcement of ids this node lacks starts one fetch of exactly those ids, from the
+    // announcer; ids it holds or already fetches are not asked for again.
+    let announcer = PeerId::random();
+    let have =
+        |ids: &[&Record]| Request::Have(ids.iter().map(|r| r.id().0.to_vec().into()).collect());
+    let (held, new) = (&pool()[0], &pool()[1]);
+    let out = e.handle(
+        Input::Request {
+            from: announcer,
+            channel: 7,
+            request: have(&[held, new]),
+        },
+        NOW,
+    );
+    let fetches: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                request: Request::Reconcile(None, records, wants),
+                ..
+            } => Some((*to, records.len(), wants.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fetches,
+        vec![(announcer, 0, vec![new.id().0.to_vec().into()])]
+    );
+    assert!(out.contains(&Output::Respond {
+        channel: 7,
+        response: Response::PushAck(1)
+    }));
+    let again = e.handle(
+        Input::Request {
+            from: PeerId::random(),
+            channel: 8,
+            request: have(&[new]),
+        },
+        NOW,
+    );
+    assert_eq!(sends(&again), (0, 0), "already being fetched");
+}
+
 #[test]
 fn an_owner_emitting_faster_than_its_rumor_rate_is_not_amplified() {
     let config = Config {
