@@ -916,6 +916,9 @@ impl EventLoop {
                     debug!(%peer, %addr, "mdns discovered");
                     self.swarm.add_peer_address(peer, addr.clone());
                     self.remember_addr(peer, addr.clone());
+                    // A gossip candidate at once: if the dial below loses a start-up race, the
+                    // rounds dial it again (mDNS itself asks again only every 5 minutes).
+                    self.discovered(peer);
                     if !self.swarm.is_connected(&peer) && !self.is_banned(&peer) {
                         let opts = DialOpts::peer_id(peer)
                             .addresses(vec![addr])
