@@ -29,7 +29,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use node::event_loop::now_ms;
 
 use anyhow::{Context, anyhow, bail};
 use directory::{Keypair, Multiaddr, PeerId, RawRecord, Record};
@@ -393,13 +395,6 @@ fn runtime(name: &str, threads: usize) -> anyhow::Result<Runtime> {
         .enable_all()
         .build()
         .with_context(|| format!("cannot start the {name} runtime"))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 // ---- the records -----------------------------------------------------------------------

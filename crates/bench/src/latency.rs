@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use node::event_loop::now_ms;
 
 use anyhow::{Context, bail};
 use rand::seq::index::sample;
@@ -152,13 +154,6 @@ fn wire_delta(
         .iter()
         .map(|(k, v)| v.saturating_sub(before.get(k).copied().unwrap_or(0)))
         .sum()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The specialist of trial `t` and its encoded size, padded so the record is about 350 bytes.

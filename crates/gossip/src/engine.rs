@@ -372,8 +372,7 @@ impl Engine {
     fn on_tick(&mut self, now: u64, out: &mut Vec<Output>) {
         self.stats.rounds += 1;
         self.clock.refresh(now);
-        self.store
-            .set_clock_correction(self.clock.offset_ms().unsigned_abs());
+        self.follow_clock();
         self.store.expire(self.store_time(now));
         self.received_this_round.clear();
         self.received_total_this_round = 0;
@@ -646,6 +645,11 @@ impl Engine {
     /// Takes a clock sample from an answer and lets the store follow the correction.
     fn observe_clock(&mut self, peer: PeerId, time: u64, sent_at: u64, now: u64) {
         self.clock.observe(peer, time, sent_at, now);
+        self.follow_clock();
+    }
+
+    /// Widens the store's far-future horizon by the current clock correction.
+    fn follow_clock(&mut self) {
         self.store
             .set_clock_correction(self.clock.offset_ms().unsigned_abs());
     }
@@ -906,6 +910,10 @@ impl Engine {
         now: u64,
         out: &mut Vec<Output>,
     ) -> u32 {
+        // A fetch may run beside a full exchange with the same peer.
+        if from == self.local || self.pending.len() >= self.config.max_exchanges {
+            return 0;
+        }
         let timeout = self.config.exchange_timeout_ms;
         if self.fetching.len() >= self.config.max_rumor_memory {
             self.fetching
@@ -929,11 +937,7 @@ impl Engine {
             need.push_back(id);
         }
         let wanted = need.len() as u32;
-        // A fetch may run beside a full exchange with the same peer.
-        if wanted == 0 || from == self.local || self.pending.len() >= self.config.max_exchanges {
-            for id in need {
-                self.fetching.remove(&id);
-            }
+        if wanted == 0 {
             return 0;
         }
         self.stats.announced_fetched += u64::from(wanted);

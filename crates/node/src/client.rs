@@ -65,7 +65,7 @@ pub struct Status {
     pub gossip_bytes: GossipBytes,
     pub nat_status: String,
     /// Correction applied to the local clock for records: the median offset of sampled peers'
-    /// clocks (0 until 3 peers were sampled), in ms.
+    /// clocks (0 until 5 peers were sampled), in ms.
     pub clock_offset_ms: i64,
     /// Peers whose clock was sampled.
     pub clock_peers: usize,
