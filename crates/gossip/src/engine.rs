@@ -52,7 +52,7 @@ pub struct Config {
     pub announce_fanout: Option<usize>,
     /// Hard limit on one encoded message, both directions.
     pub max_message_bytes: usize,
-    /// An exchange with no answer for this long is abandoned.
+    /// An exchange whose current step has no answer for this long is abandoned.
     pub exchange_timeout_ms: u64,
     /// Most request/response round trips in one exchange; the rest waits for the next round.
     pub max_round_trips: u32,
@@ -198,7 +198,6 @@ enum Exchange {
 #[derive(Debug, Clone)]
 struct SyncState {
     peer: PeerId,
-    started_at: u64,
     round_trips: u32,
     /// The Negentropy snapshot of a full exchange; `None` for a fetch of announced ids.
     snapshot: Option<Arc<Snapshot>>,
@@ -213,6 +212,7 @@ struct SyncState {
 #[derive(Debug, Clone)]
 struct Pending {
     peer: PeerId,
+    /// When this step's request was sent.
     started_at: u64,
     kind: Exchange,
 }
@@ -417,7 +417,6 @@ impl Engine {
         let request = Request::Summary(summary.count, ByteBuf::from(summary.fingerprint.to_vec()));
         let state = SyncState {
             peer,
-            started_at: now,
             round_trips: 1,
             snapshot: Some(snapshot),
             have: VecDeque::new(),
@@ -728,18 +727,19 @@ impl Engine {
     ) {
         state.round_trips += 1;
         let peer = state.peer;
-        let started_at = state.started_at;
         let exchange = self.next_exchange;
         self.next_exchange += 1;
+        // Each step gets the whole timeout: on a slow or lossy path an exchange of several
+        // round trips makes progress step by step instead of being abandoned as a whole
+        // (`max_round_trips` bounds how long one exchange can last).
         self.pending.insert(
             exchange,
             Pending {
                 peer,
-                started_at,
+                started_at: now,
                 kind: Exchange::Sync(state),
             },
         );
-        let _ = now;
         self.stats.round_trips += 1;
         out.push(Output::Send {
             to: peer,
@@ -944,7 +944,6 @@ impl Engine {
         self.stats.exchanges_started += 1;
         let state = SyncState {
             peer: from,
-            started_at: now,
             round_trips: 0,
             snapshot: None,
             have: VecDeque::new(),

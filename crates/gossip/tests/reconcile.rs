@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use directory::sample::{keypair, population, specialist};
 use directory::{Limits, PeerId, Record, RecordId};
-use gossipdir_gossip::pair::exchange;
+use gossipdir_gossip::pair::{differing, exchange};
 use gossipdir_gossip::wire::{self, Request, Response};
 use gossipdir_gossip::{Config, Engine, Input, Output};
 use proptest::prelude::*;
@@ -89,6 +89,49 @@ fn a_small_difference_costs_the_records_plus_logarithmic_summaries() {
         "{t:?} for {records} record bytes"
     );
     assert!(t.round_trips <= 6, "{t:?}");
+}
+
+#[test]
+fn a_slow_exchange_goes_on_while_each_step_is_answered_within_the_timeout() {
+    // A lossy path answers every step in 60 % of the timeout: the exchange as a whole takes
+    // longer than the timeout, and must still finish (each step has its own deadline).
+    let (mut a, mut b) = differing(100, 10, NOW);
+    let timeout = a.config().exchange_timeout_ms;
+    let (a_id, b_id) = (a.local_peer(), b.local_peer());
+    let mut now = NOW;
+    let mut queue = a.handle(Input::SyncWith(b_id), now);
+    let mut steps = 0;
+    while let Some(output) = queue.pop() {
+        let Output::Send {
+            to,
+            exchange,
+            request,
+        } = output
+        else {
+            continue;
+        };
+        assert_eq!(to, b_id);
+        now += timeout * 6 / 10;
+        // A round passes while the answer travels: it abandons only steps past their deadline.
+        a.handle(Input::Tick, now);
+        steps += 1;
+        for answer in b.handle(
+            Input::Request {
+                from: a_id,
+                channel: steps,
+                request,
+            },
+            now,
+        ) {
+            if let Output::Respond { response, .. } = answer {
+                queue.extend(a.handle(Input::Response { exchange, response }, now));
+            }
+        }
+    }
+    assert!(steps >= 3, "{steps} steps");
+    assert!(now - NOW > timeout);
+    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(a.stats().exchanges_failed, 0);
 }
 
 #[test]

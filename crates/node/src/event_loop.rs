@@ -17,7 +17,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Swarm, autonat, identify, kad, mdns, relay};
+use libp2p::{Swarm, autonat, identify, kad, mdns, ping, relay};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -51,6 +51,12 @@ const RELAY_RETRY: Duration = Duration::from_secs(30);
 const RELAY_RELISTEN: Duration = Duration::from_secs(5);
 /// A change of the clock correction beyond this re-issues our records at once.
 const CLOCK_REFRESH_THRESHOLD_MS: u64 = 1_000;
+/// Sync requests to one peer timing out in a row, with no answer between, after which its
+/// connections are closed so that the next exchange dials a fresh one. Under heavy loss a TCP
+/// connection backs off its retransmissions for tens of seconds while every new request
+/// queues behind the old ones: without this it never recovers (measured: 2 minutes of
+/// nothing but timeouts at 50 % loss).
+const STALLED_AFTER_TIMEOUTS: u32 = 3;
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -99,6 +105,8 @@ pub struct EventLoop {
     connections: HashMap<PeerId, HashMap<ConnectionId, (Multiaddr, bool)>>,
     known_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     penalties: HashMap<PeerId, Penalty>,
+    /// Sync requests timed out in a row, by connected peer.
+    timeouts_in_a_row: HashMap<PeerId, u32>,
     bootstrap_peers: HashSet<PeerId>,
     relay_candidates: BTreeMap<PeerId, Multiaddr>,
     relay_listening: HashSet<PeerId>,
@@ -150,6 +158,7 @@ impl EventLoop {
             connections: HashMap::new(),
             known_addrs: HashMap::new(),
             penalties: HashMap::new(),
+            timeouts_in_a_row: HashMap::new(),
             bootstrap_peers: HashSet::new(),
             relay_candidates: BTreeMap::new(),
             relay_listening: HashSet::new(),
@@ -892,6 +901,7 @@ impl EventLoop {
                     }
                 }
                 if num_established == 0 {
+                    self.timeouts_in_a_row.remove(&peer_id);
                     self.feed(Input::Disconnected(peer_id));
                 }
             }
@@ -998,7 +1008,16 @@ impl EventLoop {
                     }
                 }
             }
-            BehaviourEvent::Ping(event) => self.metrics.libp2p.record(&event),
+            BehaviourEvent::Ping(event) => {
+                self.metrics.libp2p.record(&event);
+                // libp2p leaves a connection open when pings fail; a connection that cannot
+                // carry a ping within its timeout cannot carry gossip either.
+                if let Err(ping::Failure::Timeout) = event.result {
+                    info!(peer = %event.peer, "ping timed out: closing the connection to dial afresh");
+                    self.metrics.stalled_connections.inc();
+                    self.swarm.close_connection(event.connection);
+                }
+            }
             BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
                 info!(?old, ?new, "reachability changed");
                 self.nat_status = match new {
@@ -1052,6 +1071,21 @@ impl EventLoop {
         }
     }
 
+    /// Counts a timed-out request; closes the peer's connections once they look stalled.
+    fn on_request_timeout(&mut self, peer: PeerId) {
+        if !self.connections.contains_key(&peer) {
+            return;
+        }
+        let count = self.timeouts_in_a_row.entry(peer).or_default();
+        *count += 1;
+        if *count >= STALLED_AFTER_TIMEOUTS {
+            self.timeouts_in_a_row.remove(&peer);
+            self.metrics.stalled_connections.inc();
+            info!(%peer, "connection stalled ({STALLED_AFTER_TIMEOUTS} requests timed out in a row): closing it to dial afresh");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
     fn discovered(&mut self, peer: PeerId) {
         if peer != self.local && !self.is_banned(&peer) {
             self.feed(Input::PeerDiscovered(peer));
@@ -1096,6 +1130,7 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
+                    self.timeouts_in_a_row.remove(&peer);
                     if let Some(exchange) = self.outbound.remove(&request_id) {
                         self.feed(Input::Response { exchange, response });
                     }
@@ -1110,6 +1145,9 @@ impl EventLoop {
                 debug!(%peer, "sync request failed: {error}");
                 if let Some(exchange) = self.outbound.remove(&request_id) {
                     self.feed(Input::Failed { exchange });
+                }
+                if matches!(error, request_response::OutboundFailure::Timeout) {
+                    self.on_request_timeout(peer);
                 }
                 let unsupported = matches!(
                     error,

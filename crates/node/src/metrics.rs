@@ -44,6 +44,7 @@ pub struct Metrics {
     exchange_bytes: Family<DirectionLabel, Counter>,
     rejected: Family<ReasonLabel, Counter>,
     pub misbehaviour: Counter,
+    pub stalled_connections: Counter,
     pub holepunch_attempts: Counter,
     pub holepunch_successes: Counter,
     pub relay_reservations: Counter,
@@ -95,6 +96,7 @@ impl Metrics {
             exchange_bytes: Family::default(),
             rejected: Family::default(),
             misbehaviour: Counter::default(),
+            stalled_connections: Counter::default(),
             holepunch_attempts: Counter::default(),
             holepunch_successes: Counter::default(),
             relay_reservations: Counter::default(),
@@ -164,6 +166,11 @@ impl Metrics {
             "misbehaviour",
             "Protocol violations by peers",
             m.misbehaviour.clone(),
+        );
+        r.register(
+            "stalled_connections",
+            "Connections closed because requests or pings on them kept timing out",
+            m.stalled_connections.clone(),
         );
         r.register(
             "holepunch_attempts",
