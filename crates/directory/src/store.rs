@@ -47,11 +47,14 @@ pub struct StoreStats {
 pub struct Store {
     limits: Limits,
     records: HashMap<Key, Arc<Record>>,
-    by_id: HashMap<RecordId, Key>,
+    /// Every held record by id (the same `Arc` as in `records`: no second copy of its key).
+    by_id: HashMap<RecordId, Arc<Record>>,
     /// Every held record by expiry instant, so expiry costs O(expired · log n), not a scan.
     expiry: BTreeSet<(u64, RecordId)>,
     /// Capability → keys of the live (not withdrawn) specialists that have it.
-    capabilities: HashMap<String, HashSet<Key>>,
+    /// Capability → ids of the live (not withdrawn) specialists that have it (a 32-byte id
+    /// instead of a copy of the key, whose `PeerId` alone takes 80 bytes).
+    capabilities: HashMap<String, HashSet<RecordId>>,
     /// Owners of live (not withdrawn) node records, indexable for uniform sampling.
     nodes: IndexSet<PeerId>,
     per_owner: HashMap<PeerId, usize>,
@@ -203,7 +206,7 @@ impl Store {
             if at > now {
                 break;
             }
-            match self.by_id.get(&id).cloned() {
+            match self.by_id.get(&id).map(|r| r.key()) {
                 Some(key) => {
                     self.remove(&key);
                 }
@@ -241,8 +244,8 @@ impl Store {
             };
             smallest
                 .iter()
-                .filter(|k| rest.iter().all(|s| s.contains(*k)))
-                .filter_map(|k| self.records.get(k))
+                .filter(|id| rest.iter().all(|s| s.contains(*id)))
+                .filter_map(|id| self.by_id.get(id))
                 .filter(|r| live(r))
                 .cloned()
                 .collect()
@@ -256,7 +259,7 @@ impl Store {
     }
 
     pub fn get_by_id(&self, id: &RecordId) -> Option<&Arc<Record>> {
-        self.by_id.get(id).and_then(|k| self.records.get(k))
+        self.by_id.get(id)
     }
 
     /// Every held record (withdrawals included), in no particular order.
@@ -290,7 +293,7 @@ impl Store {
     fn insert(&mut self, key: Key, record: Arc<Record>) {
         let id = record.id();
         self.expiry.insert((record.expires_at(), id));
-        self.by_id.insert(id, key.clone());
+        self.by_id.insert(id, record.clone());
         *self.per_owner.entry(*record.owner()).or_default() += 1;
         if !record.withdrawn() {
             match &record.body().content {
@@ -299,10 +302,7 @@ impl Store {
                 }
                 Content::Specialist(s) => {
                     for cap in &s.capabilities {
-                        self.capabilities
-                            .entry(cap.clone())
-                            .or_default()
-                            .insert(key.clone());
+                        self.capabilities.entry(cap.clone()).or_default().insert(id);
                     }
                 }
             }
@@ -328,7 +328,7 @@ impl Store {
             Content::Specialist(s) => {
                 for cap in &s.capabilities {
                     if let Some(set) = self.capabilities.get_mut(cap) {
-                        set.remove(key);
+                        set.remove(&record.id());
                         if set.is_empty() {
                             self.capabilities.remove(cap);
                         }
