@@ -28,6 +28,14 @@ pub enum BenchCommand {
     /// records with real peers, all on 127.0.0.1; report latency percentiles, errors, bytes,
     /// the node's records, rounds and CPU.
     Api(::bench::ApiArgs),
+    /// Side by side in one run (issue 6): the founding full-view exchange against ours (bytes
+    /// per round at 1k / 10k records, steady and under churn), N chitchat instances against N
+    /// gossipdir nodes (rounds, wall time, bytes for a new key to reach all), and gossipsub
+    /// (time, bytes, late joiner).
+    Compare(::bench::CompareArgs),
+    /// Resident memory and idle CPU of a real `gossipdir node` daemon (a child process) fed
+    /// up to 100,000 signed records over the gossip protocol (issue 6).
+    Memory(::bench::memory::MemoryArgs),
 }
 
 #[derive(Serialize)]
@@ -55,6 +63,8 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         } => reconcile(records, diff, json),
         BenchCommand::Latency(args) => ::bench::run_latency(args),
         BenchCommand::Api(args) => ::bench::run_api(args),
+        BenchCommand::Compare(args) => ::bench::run_compare(args),
+        BenchCommand::Memory(args) => ::bench::memory::run_memory(args),
     }
 }
 

@@ -59,6 +59,17 @@ pub async fn start(
     seed: u64,
     deadline: Duration,
 ) -> anyhow::Result<DirNet> {
+    start_with_interval(n, degree, seed, deadline, node::config::DEFAULT_INTERVAL).await
+}
+
+/// [`start`] with gossip rounds every `interval` on every node.
+pub async fn start_with_interval(
+    n: usize,
+    degree: usize,
+    seed: u64,
+    deadline: Duration,
+    interval: Duration,
+) -> anyhow::Result<DirNet> {
     let start = Instant::now();
     let mut nodes = Vec::with_capacity(n);
     let mut addrs: Vec<Multiaddr> = Vec::with_capacity(n);
@@ -67,7 +78,9 @@ pub async fn start(
             .into_iter()
             .map(|j| addrs[j].clone())
             .collect();
-        let (node, addr) = spawn(config(seed, i, boot))
+        let mut c = config(seed, i, boot);
+        c.interval = interval;
+        let (node, addr) = spawn(c)
             .await
             .with_context(|| format!("starting gossipdir node {i}"))?;
         nodes.push(node);

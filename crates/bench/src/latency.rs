@@ -52,6 +52,9 @@ pub struct LatencyArgs {
     /// Systems to run.
     #[arg(long, value_delimiter = ',', default_value = "gossipdir,gossipsub")]
     pub systems: Vec<String>,
+    /// Gossip round interval of the gossipdir nodes, in ms (the node's default: 1000).
+    #[arg(long, default_value_t = node::config::DEFAULT_INTERVAL.as_millis() as u64)]
+    pub interval_ms: u64,
 }
 
 pub(crate) fn progress(args: std::fmt::Arguments<'_>) {
@@ -157,10 +160,10 @@ fn wire_delta(
 }
 
 /// The specialist of trial `t` and its encoded size, padded so the record is about 350 bytes.
-struct Sample {
-    pad: String,
-    record_bytes: usize,
-    push_message_bytes: usize,
+pub(crate) struct Sample {
+    pub(crate) pad: String,
+    pub(crate) record_bytes: usize,
+    pub(crate) push_message_bytes: usize,
 }
 
 fn announce(t: u32, seed: u64, pad: &str) -> node::Announce {
@@ -199,7 +202,7 @@ fn encoded(a: &node::Announce) -> anyhow::Result<directory::Record> {
         .map_err(|e| anyhow::anyhow!("cannot issue the sample record: {e}"))
 }
 
-fn sample_record(seed: u64) -> anyhow::Result<Sample> {
+pub(crate) fn sample_record(seed: u64) -> anyhow::Result<Sample> {
     let mut pad = String::new();
     loop {
         let r = encoded(&announce(0, seed, &pad))?;
@@ -216,57 +219,57 @@ fn sample_record(seed: u64) -> anyhow::Result<Sample> {
 }
 
 #[derive(Debug, Clone, Serialize)]
-struct Trial {
-    origin: usize,
-    converged: bool,
+pub struct Trial {
+    pub origin: usize,
+    pub converged: bool,
     /// Until the last node held it (gossipdir: observed by polling).
-    latency_ms: f64,
+    pub latency_ms: f64,
     /// Median over nodes of the arrival time.
-    median_arrival_ms: f64,
-    window_ms: f64,
+    pub median_arrival_ms: f64,
+    pub window_ms: f64,
     /// Mean over nodes of the inbound bytes in the window (gross, baseline not subtracted).
-    payload_in_mean: f64,
-    transport_in_mean: f64,
+    pub payload_in_mean: f64,
+    pub transport_in_mean: f64,
     /// Socket bytes_received delta / N.
-    wire_in_mean: f64,
+    pub wire_in_mean: f64,
     /// The idle window measured just before this trial, per node per second.
-    baseline: Rates,
+    pub baseline: Rates,
     /// Most inbound transport bytes of one node.
-    transport_in_max: u64,
-    pushes: u64,
-    exchanges_started: u64,
+    pub transport_in_max: u64,
+    pub pushes: u64,
+    pub exchanges_started: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-struct Rates {
+pub struct Rates {
     /// Per node per second, no record in flight.
-    payload_in: f64,
-    transport_in: f64,
-    wire_in: f64,
+    pub payload_in: f64,
+    pub transport_in: f64,
+    pub wire_in: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
-struct SystemReport {
-    system: String,
-    nodes: usize,
-    setup_secs: f64,
-    trials: Vec<Trial>,
-    converged: usize,
-    latency_ms_median: Option<f64>,
-    latency_ms_max: Option<f64>,
-    median_arrival_ms_median: Option<f64>,
+pub struct SystemReport {
+    pub system: String,
+    pub nodes: usize,
+    pub setup_secs: f64,
+    pub trials: Vec<Trial>,
+    pub converged: usize,
+    pub latency_ms_median: Option<f64>,
+    pub latency_ms_max: Option<f64>,
+    pub median_arrival_ms_median: Option<f64>,
     /// gossipdir: mean duration of one polling sweep over the nodes (latency resolution).
-    poll_sweep_ms: Option<f64>,
-    baseline_per_node_per_sec: Rates,
+    pub poll_sweep_ms: Option<f64>,
+    pub baseline_per_node_per_sec: Rates,
     /// Per node per record, medians over trials, baseline subtracted.
-    net_payload_in: f64,
-    net_transport_in: f64,
-    net_wire_in: f64,
+    pub net_payload_in: f64,
+    pub net_transport_in: f64,
+    pub net_wire_in: f64,
     /// The same divided by the encoded record size.
-    payload_multiple: f64,
-    transport_multiple: f64,
-    wire_multiple: f64,
-    late: Option<serde_json::Value>,
+    pub payload_multiple: f64,
+    pub transport_multiple: f64,
+    pub wire_multiple: f64,
+    pub late: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -284,7 +287,7 @@ struct Report {
     results: Vec<SystemReport>,
 }
 
-fn median(v: &mut [f64]) -> Option<f64> {
+pub(crate) fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -362,7 +365,7 @@ async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
         transport: "libp2p tcp+noise+yamux on 127.0.0.1, one process",
         record_bytes: sample.record_bytes,
         push_message_bytes: sample.push_message_bytes,
-        interval_ms: node::config::DEFAULT_INTERVAL.as_millis() as u64,
+        interval_ms: args.interval_ms,
         push_fanout: gossip::Config::default().push_fanout,
         gossipsub: "libp2p-gossipsub 0.50 defaults: D=6, D_low=5, D_high=12, D_lazy=6, heartbeat 1 s, signed",
         degree: args.degree,
@@ -552,17 +555,18 @@ async fn idle_gossipdir(nodes: &[node::Node], window: Duration) -> anyhow::Resul
     })
 }
 
-async fn run_gossipdir(
+pub(crate) async fn run_gossipdir(
     args: &LatencyArgs,
     n: usize,
     sample: &Sample,
 ) -> anyhow::Result<SystemReport> {
     let setup = Instant::now();
-    let net = gossipdir::start(
+    let net = gossipdir::start_with_interval(
         n,
         args.degree,
         args.seed,
         Duration::from_secs(args.setup_deadline_secs),
+        Duration::from_millis(args.interval_ms),
     )
     .await?;
     let setup = setup.elapsed();
@@ -659,12 +663,9 @@ async fn late_gossipdir(
     let status = net.nodes[boot].client.status().await?;
     let want_specialists = status.specialists;
     let start = Instant::now();
-    let (joiner, _) = gossipdir::spawn(gossipdir::config(
-        args.seed,
-        n,
-        vec![net.addrs[boot].clone()],
-    ))
-    .await?;
+    let mut config = gossipdir::config(args.seed, n, vec![net.addrs[boot].clone()]);
+    config.interval = Duration::from_millis(args.interval_ms);
+    let (joiner, _) = gossipdir::spawn(config).await?;
     let deadline = Duration::from_secs(args.trial_deadline_secs);
     let mut first_specialists: Option<(f64, usize)> = None;
     let result = loop {
@@ -705,7 +706,7 @@ async fn late_gossipdir(
     Ok(result)
 }
 
-async fn run_gossipsub(
+pub(crate) async fn run_gossipsub(
     args: &LatencyArgs,
     n: usize,
     sample: &Sample,

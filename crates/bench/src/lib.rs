@@ -1,7 +1,8 @@
 //! Real-stack benchmarks of gossipdir (issue 8): how fast a new record reaches every node, and
 //! how many bytes each node receives for it, against libp2p gossipsub on the same transport;
 //! and ([`api_load`]) how a node's local HTTP API answers a fixed rate of queries while it
-//! gossips a directory of 10,000 records.
+//! gossips a directory of 10,000 records; and ([`compare`]) gossipdir side by side with the
+//! founding full-view design, chitchat and gossipsub in one run (issue 6).
 //!
 //! Everything runs in one process on 127.0.0.1 over TCP + noise + yamux:
 //! - [`gossipdir`]: N real [`node::Node`]s (mDNS off, 1 s rounds, default push fanout).
@@ -15,9 +16,15 @@
 //! window of the same length, subtracted as the baseline.
 
 pub mod api_load;
+pub mod chitchat_net;
+pub mod compare;
+pub mod compare_plot;
+pub mod fullview;
 pub mod gossipdir;
 pub mod gossipsub;
 pub mod latency;
+pub mod memory;
 
 pub use api_load::{ApiArgs, ApiReport, api_load, run_api};
+pub use compare::{CompareArgs, CompareReport, compare, run_compare};
 pub use latency::{LatencyArgs, run_latency};
