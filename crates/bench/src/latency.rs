@@ -194,7 +194,7 @@ fn encoded(a: &node::Announce) -> anyhow::Result<directory::Record> {
             directory::Specialist {
                 capabilities: a.capabilities.clone(),
                 endpoint: a.endpoint.clone(),
-                meta: a.meta.clone(),
+                meta: a.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             },
             node::config::DEFAULT_TTL.as_millis() as u64,
             now_ms(),

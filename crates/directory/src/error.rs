@@ -27,6 +27,8 @@ pub enum Rejection {
     TooManyAddrs,
     #[error("metadata is too large")]
     MetaTooLarge,
+    #[error("metadata keys are not sorted and unique")]
+    BadMeta,
     #[error("expires_at is not after issued_at")]
     BadTimes,
     #[error("record has expired")]
@@ -47,7 +49,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason, for metrics.
-    pub const ALL: [Rejection; 20] = [
+    pub const ALL: [Rejection; 21] = [
         Rejection::TooLarge,
         Rejection::Malformed,
         Rejection::NonCanonical,
@@ -60,6 +62,7 @@ impl Rejection {
         Rejection::BadEndpoint,
         Rejection::TooManyAddrs,
         Rejection::MetaTooLarge,
+        Rejection::BadMeta,
         Rejection::BadTimes,
         Rejection::Expired,
         Rejection::TooFarFuture,
@@ -85,6 +88,7 @@ impl Rejection {
             Rejection::BadEndpoint => "bad_endpoint",
             Rejection::TooManyAddrs => "too_many_addrs",
             Rejection::MetaTooLarge => "meta_too_large",
+            Rejection::BadMeta => "bad_meta",
             Rejection::BadTimes => "bad_times",
             Rejection::Expired => "expired",
             Rejection::TooFarFuture => "too_far_future",

@@ -76,7 +76,10 @@ pub struct Specialist {
     pub capabilities: Vec<String>,
     /// Where to reach the service: a multiaddr or a URL.
     pub endpoint: Option<String>,
-    pub meta: BTreeMap<String, String>,
+    /// Free-form `key → value` pairs, sorted by key, keys unique (a record whose pairs are
+    /// not is refused). A sorted `Vec` rather than a map: a one-entry `BTreeMap` allocates a
+    /// ~530-byte node, a quarter of what a record costs a store.
+    pub meta: Vec<(String, String)>,
 }
 
 /// The two kinds of record.
@@ -329,6 +332,9 @@ impl Record {
                 {
                     return Err(Rejection::BadEndpoint);
                 }
+                if s.meta.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    return Err(Rejection::BadMeta);
+                }
                 let meta_bytes: usize = s.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
                 if meta_bytes > limits.max_meta_bytes {
                     return Err(Rejection::MetaTooLarge);
@@ -395,7 +401,11 @@ impl BodyWire {
                 n.protocol.clone(),
             ),
             Content::Specialist(s) => {
-                ContentWire::Specialist(s.capabilities.clone(), s.endpoint.clone(), s.meta.clone())
+                ContentWire::Specialist(
+                    s.capabilities.clone(),
+                    s.endpoint.clone(),
+                    s.meta.iter().cloned().collect(),
+                )
             }
         };
         BodyWire(
@@ -428,7 +438,7 @@ impl BodyWire {
                 Content::Specialist(Specialist {
                     capabilities,
                     endpoint,
-                    meta,
+                    meta: meta.into_iter().collect(),
                 })
             }
         };

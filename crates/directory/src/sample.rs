@@ -1,6 +1,5 @@
 //! Ready-made signed records, for tests, benchmarks and the simulator.
 
-use std::collections::BTreeMap;
 
 use libp2p_identity::Keypair;
 
@@ -35,7 +34,7 @@ pub fn specialist(
         content: Content::Specialist(Specialist {
             capabilities: caps.iter().map(|c| c.to_string()).collect(),
             endpoint: Some(format!("https://{name}.example/v1")),
-            meta: BTreeMap::from([("region".to_owned(), "eu".to_owned())]),
+            meta: vec![("region".to_owned(), "eu".to_owned())],
         }),
     };
     Record::sign(body, keypair, &Limits::default()).expect("sample record within limits")

@@ -1,7 +1,6 @@
 //! Records and the merge rule: what is accepted, what is rejected and why, and that a
 //! rejection leaves the store unchanged.
 
-use std::collections::BTreeMap;
 
 use gossipdir_directory::sample::{keypair, node, specialist};
 use gossipdir_directory::{
@@ -38,7 +37,7 @@ fn body_of(kp: &gossipdir_directory::Keypair, name: &str, seq: u64) -> Body {
         content: Content::Specialist(Specialist {
             capabilities: vec!["ocr".into()],
             endpoint: None,
-            meta: BTreeMap::new(),
+            meta: Vec::new(),
         }),
     }
 }
@@ -153,6 +152,30 @@ fn far_future_expiry_is_rejected() {
 }
 
 #[test]
+fn metadata_keys_must_be_sorted_and_unique() {
+    let kp = keypair(1);
+    let limits = Limits::default();
+    let with_meta = |meta: Vec<(&str, &str)>| {
+        let mut b = body_of(&kp, "a", 1);
+        if let Content::Specialist(s) = &mut b.content {
+            s.meta = meta
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        }
+        Record::sign(b, &kp, &limits).map(|r| r.body().clone())
+    };
+    let sorted = with_meta(vec![("a", "1"), ("b", "2")]);
+    assert!(sorted.is_ok());
+    assert_eq!(with_meta(vec![("b", "2"), ("a", "1")]), Err(Rejection::BadMeta));
+    assert_eq!(with_meta(vec![("a", "1"), ("a", "2")]), Err(Rejection::BadMeta));
+    // The wire form is a CBOR map: a decoded record's pairs come back sorted.
+    let record = Record::sign(sorted.unwrap(), &kp, &limits).unwrap();
+    let back = Record::decode(&record.encode(), &limits).unwrap();
+    assert_eq!(back.body(), record.body());
+}
+
+#[test]
 fn oversized_records_are_refused_at_signing_and_at_decoding() {
     let kp = keypair(1);
     let limits = Limits::default();
@@ -169,7 +192,7 @@ fn oversized_records_are_refused_at_signing_and_at_decoding() {
         ),
         (
             Box::new(|s| {
-                s.meta.insert("k".into(), "v".repeat(1024));
+                s.meta.push(("k".into(), "v".repeat(1024)));
             }),
             Rejection::MetaTooLarge,
         ),

@@ -4,7 +4,6 @@
 //! their TTL by more than the skew allowance; nobody is penalised. Without the correction, the
 //! same run loses records — the control that shows what the defence is for.
 
-use std::collections::BTreeMap;
 
 use directory::sample::keypair;
 use directory::{Issuer, Limits, Specialist};
@@ -46,7 +45,7 @@ impl Node {
         let spec = Specialist {
             capabilities: vec!["skew-test".to_owned()],
             endpoint: None,
-            meta: BTreeMap::new(),
+            meta: Vec::new(),
         };
         let record = self
             .issuer

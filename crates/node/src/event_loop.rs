@@ -734,7 +734,7 @@ impl EventLoop {
         let specialist = Specialist {
             capabilities: announce.capabilities,
             endpoint: announce.endpoint,
-            meta: announce.meta,
+            meta: announce.meta.into_iter().collect(),
         };
         let now = self.record_now();
         let record = self
@@ -1169,7 +1169,11 @@ impl EventLoop {
 fn record_view(record: &Record) -> RecordView {
     let body = record.body();
     let (capabilities, endpoint, meta) = match &body.content {
-        Content::Specialist(s) => (s.capabilities.clone(), s.endpoint.clone(), s.meta.clone()),
+        Content::Specialist(s) => (
+            s.capabilities.clone(),
+            s.endpoint.clone(),
+            s.meta.iter().cloned().collect(),
+        ),
         Content::Node(_) => (Vec::new(), None, BTreeMap::new()),
     };
     RecordView {
@@ -1190,7 +1194,7 @@ fn rejection_error(reason: Rejection) -> NodeError {
         Rejection::BadName => "name",
         Rejection::TooManyCapabilities | Rejection::BadCapability => "capabilities",
         Rejection::BadEndpoint => "endpoint",
-        Rejection::MetaTooLarge => "meta",
+        Rejection::MetaTooLarge | Rejection::BadMeta => "meta",
         Rejection::BadTimes | Rejection::TooFarFuture | Rejection::Expired => "ttl_secs",
         _ => "body",
     };
