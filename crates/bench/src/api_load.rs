@@ -478,7 +478,7 @@ impl Population {
 }
 
 /// Push messages under the wire limit holding `records`.
-fn batches<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<Vec<RawRecord>> {
+pub(crate) fn batches<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<Vec<RawRecord>> {
     let budget = MAX_MESSAGE_BYTES - MESSAGE_OVERHEAD;
     let mut out = Vec::new();
     let mut batch = Vec::new();

@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use directory::{Keypair, Multiaddr, PeerId, RawRecord, Record};
+use directory::{Keypair, Multiaddr, PeerId, Record};
 use futures::StreamExt;
-use gossip::wire::{MAX_MESSAGE_BYTES, MESSAGE_OVERHEAD, RECORD_OVERHEAD};
+use gossip::wire::MAX_MESSAGE_BYTES;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
@@ -360,27 +360,6 @@ async fn ask(
     rx.await.map_err(|_| anyhow!("the feeder stopped"))?
 }
 
-/// Push messages under the wire limit holding `records`.
-fn batches(records: &[Record]) -> Vec<Vec<RawRecord>> {
-    let budget = MAX_MESSAGE_BYTES - MESSAGE_OVERHEAD;
-    let mut out = Vec::new();
-    let mut batch = Vec::new();
-    let mut used = 0;
-    for r in records {
-        let size = r.wire_len() + RECORD_OVERHEAD;
-        if used + size > budget && !batch.is_empty() {
-            out.push(std::mem::take(&mut batch));
-            used = 0;
-        }
-        used += size;
-        batch.push(r.to_raw());
-    }
-    if !batch.is_empty() {
-        out.push(batch);
-    }
-    out
-}
-
 fn sign_all(args: &MemoryArgs) -> (Vec<Record>, usize) {
     let owners: Vec<Keypair> = (0..args.records.div_ceil(args.per_owner))
         .map(|o| {
@@ -475,7 +454,7 @@ async fn run(args: &MemoryArgs) -> anyhow::Result<MemoryReport> {
             let round = api.status().await?.round;
             let chunk_records: Vec<Record> = chunk.iter().map(|i| records[*i].clone()).collect();
             let mut offset = 0;
-            for batch in batches(&chunk_records) {
+            for batch in crate::api_load::batches(chunk_records.iter()) {
                 let n = batch.len();
                 match ask(&feeder, gossip::Request::Push(batch)).await? {
                     gossip::Response::PushAck(new) => {

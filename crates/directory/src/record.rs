@@ -400,13 +400,11 @@ impl BodyWire {
                 n.addrs.iter().map(|a| ByteBuf::from(a.to_vec())).collect(),
                 n.protocol.clone(),
             ),
-            Content::Specialist(s) => {
-                ContentWire::Specialist(
-                    s.capabilities.clone(),
-                    s.endpoint.clone(),
-                    s.meta.iter().cloned().collect(),
-                )
-            }
+            Content::Specialist(s) => ContentWire::Specialist(
+                s.capabilities.clone(),
+                s.endpoint.clone(),
+                s.meta.iter().cloned().collect(),
+            ),
         };
         BodyWire(
             FORMAT_VERSION,
