@@ -1,6 +1,5 @@
 //! Ready-made signed records, for tests, benchmarks and the simulator.
 
-
 use libp2p_identity::Keypair;
 
 use crate::limits::Limits;

@@ -1,7 +1,6 @@
 //! Records and the merge rule: what is accepted, what is rejected and why, and that a
 //! rejection leaves the store unchanged.
 
-
 use gossipdir_directory::sample::{keypair, node, specialist};
 use gossipdir_directory::{
     Body, Content, Issuer, Limits, NodeInfo, RawRecord, Record, Rejection, Specialist, Store,
@@ -167,8 +166,14 @@ fn metadata_keys_must_be_sorted_and_unique() {
     };
     let sorted = with_meta(vec![("a", "1"), ("b", "2")]);
     assert!(sorted.is_ok());
-    assert_eq!(with_meta(vec![("b", "2"), ("a", "1")]), Err(Rejection::BadMeta));
-    assert_eq!(with_meta(vec![("a", "1"), ("a", "2")]), Err(Rejection::BadMeta));
+    assert_eq!(
+        with_meta(vec![("b", "2"), ("a", "1")]),
+        Err(Rejection::BadMeta)
+    );
+    assert_eq!(
+        with_meta(vec![("a", "1"), ("a", "2")]),
+        Err(Rejection::BadMeta)
+    );
     // The wire form is a CBOR map: a decoded record's pairs come back sorted.
     let record = Record::sign(sorted.unwrap(), &kp, &limits).unwrap();
     let back = Record::decode(&record.encode(), &limits).unwrap();

@@ -4,7 +4,6 @@
 //! their TTL by more than the skew allowance; nobody is penalised. Without the correction, the
 //! same run loses records — the control that shows what the defence is for.
 
-
 use directory::sample::keypair;
 use directory::{Issuer, Limits, Specialist};
 use gossipdir_gossip::pair::exchange_at;
