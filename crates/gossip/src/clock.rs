@@ -6,7 +6,8 @@
 //! side that started the exchange takes one sample per answer, NTP-style:
 //! `offset = peer_time − (sent_at + received_at) / 2`, and keeps the latest sample of each of
 //! the last [`ClockConfig::max_samples`] peers. The correction is the **median** of samples
-//! younger than [`ClockConfig::max_sample_age_ms`], applied only once at least
+//! younger than [`ClockConfig::max_sample_age_ms`] (answers slower than
+//! [`ClockConfig::max_round_trip_ms`] are not sampled), applied only once at least
 //! [`ClockConfig::min_peers`] peers were sampled, and clamped to
 //! ±[`ClockConfig::max_correction_ms`] (Bitcoin's "network-adjusted time" works the same way).
 //!
@@ -29,6 +30,10 @@ pub struct ClockConfig {
     pub max_sample_age_ms: u64,
     /// The correction never exceeds this, either way.
     pub max_correction_ms: u64,
+    /// Answers that took longer than this (request to answer) are not sampled: a sample is
+    /// off by up to half its round trip (a request queued at a busy peer, then a quick
+    /// answer), and a node re-issues its records when the correction moves by a second.
+    pub max_round_trip_ms: u64,
 }
 
 impl Default for ClockConfig {
@@ -38,6 +43,7 @@ impl Default for ClockConfig {
             max_samples: 64,
             max_sample_age_ms: 10 * 60_000,
             max_correction_ms: 2 * 60_000,
+            max_round_trip_ms: 1_000,
         }
     }
 }
@@ -86,7 +92,10 @@ impl NetworkClock {
     /// Records one answer from `peer`: it said `peer_time` while the request left at
     /// `sent_at` and the answer came at `received_at` (local unix ms).
     pub fn observe(&mut self, peer: PeerId, peer_time: u64, sent_at: u64, received_at: u64) {
-        if received_at < sent_at || self.config.max_samples == 0 {
+        if received_at < sent_at
+            || received_at - sent_at > self.config.max_round_trip_ms
+            || self.config.max_samples == 0
+        {
             return;
         }
         let midpoint = sent_at / 2 + received_at / 2 + (sent_at % 2 + received_at % 2) / 2;
@@ -145,6 +154,23 @@ mod tests {
 
     fn peer(i: u64) -> PeerId {
         directory::sample::keypair(i).public().to_peer_id()
+    }
+
+    #[test]
+    fn slow_answers_are_not_sampled() {
+        // In one overloaded process every node shares one clock, but a request that waits
+        // 2.5 s at a busy peer before a quick answer looks like a +1.2 s offset.
+        let mut c = NetworkClock::new(ClockConfig::default());
+        for i in 0..8 {
+            c.observe(peer(i), 12_500, 10_000, 12_600);
+        }
+        assert_eq!(c.peers_sampled(), 0);
+        assert_eq!(c.offset_ms(), 0);
+        for i in 0..8 {
+            c.observe(peer(i), 10_400, 10_000, 10_800);
+        }
+        assert_eq!(c.peers_sampled(), 8);
+        assert_eq!(c.offset_ms(), 0);
     }
 
     #[test]
