@@ -500,7 +500,29 @@ pub(crate) fn batches<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<Vec<
 
 // ---- the feeder ------------------------------------------------------------------------
 
-type FeedSwarm = Swarm<request_response::Behaviour<SyncCodec>>;
+pub(crate) type FeedSwarm = Swarm<request_response::Behaviour<SyncCodec>>;
+
+/// A bare swarm that only sends sync-protocol requests (TCP + noise + yamux, the node's
+/// codec at the wire limit), keeping its connections open.
+pub(crate) fn feed_swarm(request_timeout: Duration) -> anyhow::Result<FeedSwarm> {
+    Ok(libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                SyncCodec::new(MAX_MESSAGE_BYTES, Arc::new(ByteCounters::default())),
+                [(SYNC_PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default().with_request_timeout(request_timeout),
+            )
+        })
+        .map_err(|e| anyhow!("feeder behaviour: {e:?}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build())
+}
 
 struct PushCommand {
     to: PeerId,
@@ -517,24 +539,7 @@ struct Feeder {
 impl Feeder {
     /// Builds the swarm and spawns its loop on the current runtime.
     async fn start(nodes: Vec<(PeerId, Multiaddr)>) -> anyhow::Result<Feeder> {
-        let mut swarm: FeedSwarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_behaviour(|_| {
-                request_response::Behaviour::with_codec(
-                    SyncCodec::new(MAX_MESSAGE_BYTES, Arc::new(ByteCounters::default())),
-                    [(SYNC_PROTOCOL, ProtocolSupport::Outbound)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(30)),
-                )
-            })
-            .map_err(|e| anyhow!("feeder behaviour: {e:?}"))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-            .build();
+        let mut swarm = feed_swarm(Duration::from_secs(30))?;
         for (peer, addr) in nodes {
             swarm.add_peer_address(peer, without_p2p(&addr));
         }

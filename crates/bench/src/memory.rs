@@ -24,23 +24,19 @@ use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use directory::{Keypair, Multiaddr, PeerId, Record};
 use futures::StreamExt;
-use gossip::wire::MAX_MESSAGE_BYTES;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Swarm, noise, tcp, yamux};
-use node::codec::{ByteCounters, SYNC_PROTOCOL, SyncCodec};
 use node::event_loop::now_ms;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -286,31 +282,13 @@ impl Api {
 
 // ---- the feeder (a bare swarm speaking the sync protocol) ------------------------------------
 
-type FeedSwarm = Swarm<request_response::Behaviour<SyncCodec>>;
-
 struct Ask {
     request: gossip::Request,
     reply: oneshot::Sender<anyhow::Result<gossip::Response>>,
 }
 
 async fn start_feeder(peer: PeerId, addr: Multiaddr) -> anyhow::Result<mpsc::Sender<Ask>> {
-    let mut swarm: FeedSwarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                SyncCodec::new(MAX_MESSAGE_BYTES, Arc::new(ByteCounters::default())),
-                [(SYNC_PROTOCOL, ProtocolSupport::Outbound)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
-            )
-        })
-        .map_err(|e| anyhow!("feeder behaviour: {e:?}"))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-        .build();
+    let mut swarm = crate::api_load::feed_swarm(Duration::from_secs(60))?;
     swarm.add_peer_address(peer, addr);
     let (tx, mut rx) = mpsc::channel::<Ask>(16);
     tokio::spawn(async move {
