@@ -524,22 +524,26 @@ pub(crate) fn feed_swarm(request_timeout: Duration) -> anyhow::Result<FeedSwarm>
         .build())
 }
 
-struct PushCommand {
+struct FeedCommand {
     to: PeerId,
-    records: Vec<RawRecord>,
-    reply: oneshot::Sender<anyhow::Result<u32>>,
+    request: gossip::Request,
+    reply: oneshot::Sender<anyhow::Result<gossip::Response>>,
 }
 
-/// A libp2p peer that only pushes signed records with the gossip protocol.
+/// A libp2p peer that only sends gossip-protocol requests (pushes of signed records, or any
+/// other request a benchmark needs) and hands back the answers.
 #[derive(Clone)]
-struct Feeder {
-    tx: mpsc::Sender<PushCommand>,
+pub(crate) struct Feeder {
+    tx: mpsc::Sender<FeedCommand>,
 }
 
 impl Feeder {
     /// Builds the swarm and spawns its loop on the current runtime.
-    async fn start(nodes: Vec<(PeerId, Multiaddr)>) -> anyhow::Result<Feeder> {
-        let mut swarm = feed_swarm(Duration::from_secs(30))?;
+    pub(crate) async fn start(
+        nodes: Vec<(PeerId, Multiaddr)>,
+        request_timeout: Duration,
+    ) -> anyhow::Result<Feeder> {
+        let mut swarm = feed_swarm(request_timeout)?;
         for (peer, addr) in nodes {
             swarm.add_peer_address(peer, without_p2p(&addr));
         }
@@ -548,27 +552,36 @@ impl Feeder {
         Ok(Feeder { tx })
     }
 
-    /// Pushes `records` to `to`; returns how many were new to it (its `PushAck`).
-    async fn push(&self, to: PeerId, records: Vec<RawRecord>) -> anyhow::Result<u32> {
+    /// Sends `request` to `to` and waits for its answer.
+    pub(crate) async fn request(
+        &self,
+        to: PeerId,
+        request: gossip::Request,
+    ) -> anyhow::Result<gossip::Response> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(PushCommand { to, records, reply })
+            .send(FeedCommand { to, request, reply })
             .await
             .map_err(|_| anyhow!("the feeder stopped"))?;
         rx.await.map_err(|_| anyhow!("the feeder stopped"))?
     }
+
+    /// Pushes `records` to `to`; returns how many were new to it (its `PushAck`).
+    async fn push(&self, to: PeerId, records: Vec<RawRecord>) -> anyhow::Result<u32> {
+        match self.request(to, gossip::Request::Push(records)).await? {
+            gossip::Response::PushAck(new) => Ok(new),
+            other => Err(anyhow!("unexpected answer to a push: {other:?}")),
+        }
+    }
 }
 
-async fn feed_loop(mut swarm: FeedSwarm, mut commands: mpsc::Receiver<PushCommand>) {
-    let mut pending: HashMap<OutboundRequestId, oneshot::Sender<anyhow::Result<u32>>> =
-        HashMap::new();
+async fn feed_loop(mut swarm: FeedSwarm, mut commands: mpsc::Receiver<FeedCommand>) {
+    let mut pending: HashMap<OutboundRequestId, oneshot::Sender<_>> = HashMap::new();
     loop {
         tokio::select! {
             command = commands.recv() => match command {
-                Some(PushCommand { to, records, reply }) => {
-                    let id = swarm
-                        .behaviour_mut()
-                        .send_request(&to, gossip::Request::Push(records));
+                Some(FeedCommand { to, request, reply }) => {
+                    let id = swarm.behaviour_mut().send_request(&to, request);
                     pending.insert(id, reply);
                 }
                 None => break,
@@ -579,11 +592,7 @@ async fn feed_loop(mut swarm: FeedSwarm, mut commands: mpsc::Receiver<PushComman
                     ..
                 }) => {
                     if let Some(reply) = pending.remove(&request_id) {
-                        let answer = match response {
-                            gossip::Response::PushAck(new) => Ok(new),
-                            other => Err(anyhow!("unexpected answer to a push: {other:?}")),
-                        };
-                        let _ = reply.send(answer);
+                        let _ = reply.send(Ok(response));
                     }
                 }
                 SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
@@ -593,7 +602,7 @@ async fn feed_loop(mut swarm: FeedSwarm, mut commands: mpsc::Receiver<PushComman
                     ..
                 }) => {
                     if let Some(reply) = pending.remove(&request_id) {
-                        let _ = reply.send(Err(anyhow!("push to {peer} failed: {error}")));
+                        let _ = reply.send(Err(anyhow!("request to {peer} failed: {error}")));
                     }
                 }
                 _ => {}
@@ -1099,7 +1108,7 @@ async fn run(
     }
 
     let feeder = peers_rt
-        .spawn(Feeder::start(addrs.clone()))
+        .spawn(Feeder::start(addrs.clone(), Duration::from_secs(30)))
         .await
         .context("the feeder's start panicked")??;
     load_target(&feeder, &target, &population, &records, &seqs).await?;

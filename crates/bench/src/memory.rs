@@ -19,27 +19,23 @@
 //! The store holds at most 100,000 records, the daemon's own node record included: the default
 //! `--records 100000` feeds 99,999 specialists, so that the daemon holds 100,000 live records.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use directory::{Keypair, Multiaddr, PeerId, Record};
-use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::SwarmEvent;
 use node::event_loop::now_ms;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+
+use crate::api_load::{Feeder, batches};
 
 /// Lifetime of the fed records (the directory's maximum): they stay live for the whole run.
 const RECORD_TTL_MS: u64 = 3_600_000;
@@ -280,64 +276,6 @@ impl Api {
     }
 }
 
-// ---- the feeder (a bare swarm speaking the sync protocol) ------------------------------------
-
-struct Ask {
-    request: gossip::Request,
-    reply: oneshot::Sender<anyhow::Result<gossip::Response>>,
-}
-
-async fn start_feeder(peer: PeerId, addr: Multiaddr) -> anyhow::Result<mpsc::Sender<Ask>> {
-    let mut swarm = crate::api_load::feed_swarm(Duration::from_secs(60))?;
-    swarm.add_peer_address(peer, addr);
-    let (tx, mut rx) = mpsc::channel::<Ask>(16);
-    tokio::spawn(async move {
-        let mut pending: HashMap<OutboundRequestId, oneshot::Sender<_>> = HashMap::new();
-        loop {
-            tokio::select! {
-                ask = rx.recv() => match ask {
-                    Some(Ask { request, reply }) => {
-                        let id = swarm.behaviour_mut().send_request(&peer, request);
-                        pending.insert(id, reply);
-                    }
-                    None => break,
-                },
-                event = swarm.select_next_some() => match event {
-                    SwarmEvent::Behaviour(request_response::Event::Message {
-                        message: request_response::Message::Response { request_id, response },
-                        ..
-                    }) => {
-                        if let Some(reply) = pending.remove(&request_id) {
-                            let _ = reply.send(Ok(response));
-                        }
-                    }
-                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                        request_id, error, ..
-                    }) => {
-                        if let Some(reply) = pending.remove(&request_id) {
-                            let _ = reply.send(Err(anyhow!("request failed: {error}")));
-                        }
-                    }
-                    _ => {}
-                },
-            }
-        }
-    });
-    Ok(tx)
-}
-
-async fn ask(
-    feeder: &mpsc::Sender<Ask>,
-    request: gossip::Request,
-) -> anyhow::Result<gossip::Response> {
-    let (reply, rx) = oneshot::channel();
-    feeder
-        .send(Ask { request, reply })
-        .await
-        .map_err(|_| anyhow!("the feeder stopped"))?;
-    rx.await.map_err(|_| anyhow!("the feeder stopped"))?
-}
-
 fn sign_all(args: &MemoryArgs) -> (Vec<Record>, usize) {
     let owners: Vec<Keypair> = (0..args.records.div_ceil(args.per_owner))
         .map(|o| {
@@ -418,7 +356,7 @@ async fn run(args: &MemoryArgs) -> anyhow::Result<MemoryReport> {
     let empty = idle_sample(&daemon, &api, args.idle).await?;
 
     let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", daemon.p2p_port).parse()?;
-    let feeder = start_feeder(peer, addr.clone().with(Protocol::P2p(peer))).await?;
+    let feeder = Feeder::start(vec![(peer, addr.clone())], Duration::from_secs(60)).await?;
     let cpu0 = daemon.cpu_secs()?;
     let load_start = Instant::now();
     let mut acked = 0u64;
@@ -432,9 +370,9 @@ async fn run(args: &MemoryArgs) -> anyhow::Result<MemoryReport> {
             let round = api.status().await?.round;
             let chunk_records: Vec<Record> = chunk.iter().map(|i| records[*i].clone()).collect();
             let mut offset = 0;
-            for batch in crate::api_load::batches(chunk_records.iter()) {
+            for batch in batches(chunk_records.iter()) {
                 let n = batch.len();
-                match ask(&feeder, gossip::Request::Push(batch)).await? {
+                match feeder.request(peer, gossip::Request::Push(batch)).await? {
                     gossip::Response::PushAck(new) => {
                         acked += u64::from(new);
                         if (new as usize) < n {
@@ -469,7 +407,9 @@ async fn run(args: &MemoryArgs) -> anyhow::Result<MemoryReport> {
         );
     }
     // A peer starting an exchange: the daemon builds and caches the snapshot of its store.
-    let summary = ask(&feeder, gossip::Request::Summary(0, vec![0u8; 16].into())).await?;
+    let summary = feeder
+        .request(peer, gossip::Request::Summary(0, vec![0u8; 16].into()))
+        .await?;
     eprintln!(
         "daemon holds {} records after {load_secs:.1} s ({load_cpu_secs:.1} CPU s); summary answer {summary:?}; idle window, loaded",
         held.records
