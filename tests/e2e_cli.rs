@@ -230,8 +230,9 @@ fn chain_of_five_announce_query_crash_and_sigterm() {
     assert!(peers.len() >= 4, "{peers:?}");
     assert!(peers.iter().any(|p| p["connected"] == true));
 
-    // Kill -9 node 2 (no withdrawal): its specialist expires everywhere within the TTL plus
-    // a few rounds.
+    // Kill -9 node 2 (no withdrawal): its specialist leaves every listing within the TTL plus
+    // a few rounds. The specialist itself lives 10 minutes (the default --specialist-ttl):
+    // its owner's node record, which expires after --ttl, is what keeps it listed.
     nodes[2]
         .cli(&["announce", "--name", "crashy", "--capability", "crash"])
         .unwrap();
@@ -257,6 +258,13 @@ fn chain_of_five_announce_query_crash_and_sigterm() {
             },
         );
     }
+    let crashy = nodes[0].query("crash");
+    let lifetime =
+        crashy[0]["expires_at"].as_u64().unwrap() - crashy[0]["issued_at"].as_u64().unwrap();
+    assert!(
+        lifetime >= 600_000,
+        "a specialist lives 10 min: {lifetime} ms"
+    );
     let mut crashed = nodes.remove(2);
     crashed.child.kill().unwrap();
     crashed.child.wait().unwrap();

@@ -42,8 +42,8 @@ pub struct AnnounceArgs {
     /// Metadata as key=value (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     pub meta: Vec<String>,
-    /// Lifetime of the record (refreshed by the node while it runs), e.g. 60s [default: the
-    /// node's --ttl].
+    /// Lifetime of the record (refreshed by the node while it runs; listed only while the
+    /// node's own record lives), e.g. 10m [default: the node's --specialist-ttl].
     #[arg(long, value_name = "DURATION", value_parser = crate::node::parse_duration)]
     pub ttl: Option<Duration>,
     /// Print the record as JSON.

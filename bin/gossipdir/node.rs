@@ -64,10 +64,15 @@ pub struct NodeArgs {
     /// (lazy push); 0 turns it off [default: ⌈ln N⌉ + 3 for N known nodes].
     #[arg(long, value_name = "K")]
     pub announce_fanout: Option<usize>,
-    /// Lifetime of this node's records; they are refreshed at a third of it, and vanish from
-    /// every directory this long after the node does [default: 60s].
+    /// Lifetime of this node's node record; it is refreshed at a third of it, and the node's
+    /// specialists vanish from every listing this long after the node does [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Option<Duration>,
+    /// Default lifetime of the specialists this node announces. They are listed only while
+    /// the node record lives, so this only sets how often they are re-signed (at a third of
+    /// it) [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub specialist_ttl: Option<Duration>,
     /// Turn off mDNS discovery on the local network.
     #[arg(long)]
     pub no_mdns: bool,
@@ -106,6 +111,7 @@ struct FileConfig {
     push_fanout: Option<usize>,
     announce_fanout: Option<usize>,
     ttl: Option<String>,
+    specialist_ttl: Option<String>,
     #[serde(default)]
     no_mdns: bool,
     #[serde(default)]
@@ -177,6 +183,12 @@ impl NodeArgs {
             && let Some(d) = &f.ttl
         {
             self.ttl = Some(parse_duration(d).map_err(|e| anyhow::anyhow!("config ttl: {e}"))?);
+        }
+        if self.specialist_ttl.is_none()
+            && let Some(d) = &f.specialist_ttl
+        {
+            self.specialist_ttl =
+                Some(parse_duration(d).map_err(|e| anyhow::anyhow!("config specialist-ttl: {e}"))?);
         }
         self.fanout = self.fanout.or(f.fanout);
         self.push_fanout = self.push_fanout.or(f.push_fanout);
@@ -255,6 +267,12 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             bail!("--ttl must be between 1s and 60m");
         }
         config.ttl = ttl;
+    }
+    if let Some(ttl) = args.specialist_ttl {
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {
+            bail!("--specialist-ttl must be between 1s and 60m");
+        }
+        config.specialist_ttl = ttl;
     }
     config.mdns = !args.no_mdns;
     config.relay_server = args.relay_server;

@@ -195,8 +195,9 @@ fn encoded(a: &node::Announce) -> anyhow::Result<directory::Record> {
                 capabilities: a.capabilities.clone(),
                 endpoint: a.endpoint.clone(),
                 meta: a.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                node_lease: true,
             },
-            node::config::DEFAULT_TTL.as_millis() as u64,
+            node::config::DEFAULT_SPECIALIST_TTL.as_millis() as u64,
             now_ms(),
         )
         .map_err(|e| anyhow::anyhow!("cannot issue the sample record: {e}"))

@@ -23,7 +23,7 @@ use crate::limits::Limits;
 pub const SIGNING_DOMAIN: &[u8] = b"gossipdir/record/v1\0";
 
 /// Version of the body layout. A receiver rejects versions it does not know.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// The reserved name of a node record: a node has exactly one, keyed `(owner, "")`.
 pub const NODE_RECORD_NAME: &str = "";
@@ -80,6 +80,11 @@ pub struct Specialist {
     /// not is refused). A sorted `Vec` rather than a map: a one-entry `BTreeMap` allocates a
     /// ~530-byte node, a quarter of what a record costs a store.
     pub meta: Vec<(String, String)>,
+    /// Kept alive by the owner's node record: listed only while that record is live
+    /// ([`crate::Store::listed`]). The owner then re-signs the specialist rarely (a long
+    /// lifetime) and its small node record often, so that keeping S specialists alive costs
+    /// one record per refresh instead of S + 1. False: listed for its own lifetime alone.
+    pub node_lease: bool,
 }
 
 /// The two kinds of record.
@@ -388,9 +393,9 @@ enum ContentWire {
     /// `[addrs, protocol]`
     #[serde(rename = "n")]
     Node(Vec<ByteBuf>, String),
-    /// `[capabilities, endpoint, meta]`
+    /// `[capabilities, endpoint, meta, node_lease]`
     #[serde(rename = "s")]
-    Specialist(Vec<String>, Option<String>, BTreeMap<String, String>),
+    Specialist(Vec<String>, Option<String>, BTreeMap<String, String>, bool),
 }
 
 impl BodyWire {
@@ -404,6 +409,7 @@ impl BodyWire {
                 s.capabilities.clone(),
                 s.endpoint.clone(),
                 s.meta.iter().cloned().collect(),
+                s.node_lease,
             ),
         };
         BodyWire(
@@ -432,11 +438,12 @@ impl BodyWire {
                     .collect::<Result<_, _>>()?,
                 protocol,
             }),
-            ContentWire::Specialist(capabilities, endpoint, meta) => {
+            ContentWire::Specialist(capabilities, endpoint, meta, node_lease) => {
                 Content::Specialist(Specialist {
                     capabilities,
                     endpoint,
                     meta: meta.into_iter().collect(),
+                    node_lease,
                 })
             }
         };

@@ -34,6 +34,7 @@ pub fn specialist(
             capabilities: caps.iter().map(|c| c.to_string()).collect(),
             endpoint: Some(format!("https://{name}.example/v1")),
             meta: vec![("region".to_owned(), "eu".to_owned())],
+            node_lease: false,
         }),
     };
     Record::sign(body, keypair, &Limits::default()).expect("sample record within limits")

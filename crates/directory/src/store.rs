@@ -8,6 +8,10 @@
 //! The cheap checks run first; the signature is verified last, before the record touches the
 //! store, so a flood of stale or out-of-bounds records costs no signature checks. Records that
 //! arrive together are verified in one ed25519 batch ([`Store::merge_batch`]).
+//!
+//! Keep-alive: a specialist issued with `node_lease` is listed only while its owner's node
+//! record is live ([`Store::listed`]). Owners re-sign their small node record often and such
+//! specialists rarely, so keeping S specialists alive costs one record per refresh, not S + 1.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -220,14 +224,39 @@ impl Store {
         count
     }
 
-    /// The live specialists (not withdrawn, not expired at `now`) that have every capability in
-    /// `capabilities` (all of them when it is empty), sorted by key. Answered from the index.
-    pub fn query(&self, capabilities: &[String], now: u64) -> Vec<Arc<Record>> {
-        let live = |r: &Arc<Record>| {
-            !r.withdrawn()
-                && r.expires_at() > now
-                && matches!(r.body().content, Content::Specialist(_))
+    /// Whether `owner`'s node record is held, not withdrawn and not expired at `now`.
+    pub fn node_live(&self, owner: &PeerId, now: u64) -> bool {
+        let key = Key {
+            owner: *owner,
+            name: String::new(),
         };
+        self.records
+            .get(&key)
+            .is_some_and(|n| !n.withdrawn() && n.expires_at() > now)
+    }
+
+    /// Whether `record` is a listed specialist at `now`: not withdrawn, not expired, and, when
+    /// it was issued with `node_lease`, kept alive by its owner's node record (live at `now`).
+    /// Such a specialist's own lifetime is long (it is re-signed rarely); its owner's
+    /// frequently refreshed node record is what says the owner is still there, so the
+    /// specialist leaves every listing as soon as that node record expires or is withdrawn.
+    /// The record itself stays held (and reconciled) until its own `expires_at`, so every
+    /// store holds the same set whatever order records arrived in.
+    pub fn listed(&self, record: &Record, now: u64) -> bool {
+        match &record.body().content {
+            Content::Specialist(s) => {
+                !record.withdrawn()
+                    && record.expires_at() > now
+                    && (!s.node_lease || self.node_live(record.owner(), now))
+            }
+            Content::Node(_) => false,
+        }
+    }
+
+    /// The listed specialists ([`Store::listed`]) that have every capability in `capabilities`
+    /// (all of them when it is empty), sorted by key. Answered from the index.
+    pub fn query(&self, capabilities: &[String], now: u64) -> Vec<Arc<Record>> {
+        let live = |r: &Arc<Record>| self.listed(r, now);
         let mut out: Vec<Arc<Record>> = if capabilities.is_empty() {
             self.records.values().filter(|r| live(r)).cloned().collect()
         } else {

@@ -37,6 +37,7 @@ fn body_of(kp: &gossipdir_directory::Keypair, name: &str, seq: u64) -> Body {
             capabilities: vec!["ocr".into()],
             endpoint: None,
             meta: Vec::new(),
+            node_lease: false,
         }),
     }
 }
@@ -472,4 +473,75 @@ fn batch_merge_finds_the_one_forgery_among_valid_records() {
         Err(&Rejection::BadSignature)
     );
     assert_eq!(s.len(), 19);
+}
+
+/// A specialist kept alive by its owner's node record.
+fn leased(kp: &gossipdir_directory::Keypair, name: &str, seq: u64, at: u64) -> Record {
+    let mut body = body_of(kp, name, seq);
+    body.issued_at = at;
+    body.expires_at = at + HOUR;
+    if let Content::Specialist(s) = &mut body.content {
+        s.node_lease = true;
+    }
+    Record::sign(body, kp, &Limits::default()).unwrap()
+}
+
+#[test]
+fn a_leased_specialist_is_listed_only_while_its_owner_node_record_is_live() {
+    let kp = keypair(1);
+    let mut s = store();
+    let ocr = || vec!["ocr".to_owned()];
+    // An hour-long specialist, kept alive by a node record refreshed every minute.
+    s.merge(leased(&kp, "svc", 1, NOW), NOW).unwrap();
+    assert!(
+        s.query(&ocr(), NOW).is_empty(),
+        "no node record of its owner yet: not listed"
+    );
+    // Records arrive in any order: the node record coming later lists it.
+    s.merge(node(&kp, 1, NOW, 60_000), NOW).unwrap();
+    assert_eq!(s.query(&ocr(), NOW).len(), 1);
+    // A refreshed node record keeps it listed past the first node record's expiry.
+    s.merge(node(&kp, 2, NOW + 20_000, 60_000), NOW + 20_000)
+        .unwrap();
+    assert_eq!(s.query(&ocr(), NOW + 70_000).len(), 1);
+    // No further refresh: the owner is gone once its node record expires, although the
+    // specialist's own lifetime runs on. It stays held, so every store holds the same set.
+    let gone = NOW + 80_000;
+    assert!(s.query(&ocr(), gone).is_empty());
+    assert!(s.query(&[], gone).is_empty());
+    assert_eq!(s.expire(gone), 1, "only the node record expired");
+    assert_eq!(s.len(), 1);
+    assert!(s.query(&ocr(), gone).is_empty());
+    // The owner comes back: listed again without re-issuing the specialist.
+    s.merge(node(&kp, 3, gone, 60_000), gone).unwrap();
+    assert_eq!(s.query(&ocr(), gone).len(), 1);
+    // A specialist without the lease lives by its own lifetime alone.
+    let other = keypair(2);
+    s.merge(specialist(&other, "solo", &["ocr"], 1, gone, HOUR), gone)
+        .unwrap();
+    assert_eq!(s.query(&ocr(), gone).len(), 2);
+}
+
+#[test]
+fn a_withdrawn_node_record_unlists_its_leased_specialists_at_once() {
+    let mut issuer = Issuer::new(keypair(2), Limits::default());
+    let info = NodeInfo {
+        addrs: vec![],
+        protocol: "gossipdir/1".into(),
+    };
+    let mut s = store();
+    s.merge(issuer.node_record(info, 60_000, NOW).unwrap(), NOW)
+        .unwrap();
+    let spec = Specialist {
+        capabilities: vec!["x".into()],
+        node_lease: true,
+        ..Default::default()
+    };
+    s.merge(issuer.specialist("svc", spec, HOUR, NOW).unwrap(), NOW)
+        .unwrap();
+    assert_eq!(s.query(&["x".into()], NOW).len(), 1);
+    s.merge(issuer.withdrawal("", 60_000, NOW + 1).unwrap(), NOW + 1)
+        .unwrap();
+    assert!(s.query(&["x".into()], NOW + 1).is_empty());
+    assert!(s.nodes().is_empty());
 }

@@ -45,6 +45,7 @@ impl Node {
             capabilities: vec!["skew-test".to_owned()],
             endpoint: None,
             meta: Vec::new(),
+            node_lease: false,
         };
         let record = self
             .issuer

@@ -14,6 +14,11 @@ use crate::error::StartError;
 /// Default lifetime of the records a node issues. Records are refreshed at a third of it, so
 /// a node that disappears without withdrawing is gone from every directory within this long.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// Default lifetime of a node's specialist records. A specialist is listed only while its
+/// owner's node record is live (`directory::Store::listed`), so a node that disappears takes
+/// its specialists with it within [`DEFAULT_TTL`]; their own, longer lifetime only sets how
+/// often they are re-signed (at a third of it) and how long an unlisted copy stays held.
+pub const DEFAULT_SPECIALIST_TTL: Duration = Duration::from_secs(600);
 /// Default gossip round interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default API address (loopback only).
@@ -43,8 +48,11 @@ pub struct NodeConfig {
     /// Further peers told only the ids of news, which fetch what they lack (`None`: the
     /// engine's ⌈ln N⌉ + 3; `Some(0)`: off).
     pub announce_fanout: Option<usize>,
-    /// Lifetime of this node's records (the node record and specialists by default).
+    /// Lifetime of this node's node record (refreshed at a third of it): how long the node's
+    /// specialists stay listed after it disappears.
     pub ttl: Duration,
+    /// Default lifetime of this node's specialist records (refreshed at a third of it).
+    pub specialist_ttl: Duration,
     pub mdns: bool,
     pub relay_server: bool,
     /// Relays to reserve a slot on (`/p2p-circuit`), each ending in `/p2p/<relay id>`.
@@ -78,6 +86,7 @@ impl NodeConfig {
             push_fanout: gossip::Config::default().push_fanout,
             announce_fanout: gossip::Config::default().announce_fanout,
             ttl: DEFAULT_TTL,
+            specialist_ttl: DEFAULT_SPECIALIST_TTL,
             mdns: true,
             relay_server: false,
             relays: Vec::new(),

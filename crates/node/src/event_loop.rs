@@ -541,19 +541,21 @@ impl EventLoop {
         }
     }
 
+    /// Live node records plus listed specialists, and the listed specialists alone (a
+    /// specialist whose owner's node record is not live is held but not counted).
     fn live_records(&self) -> (usize, usize) {
         let now = self.engine.store_time(now_ms());
-        let mut records = 0;
+        let store = self.engine.store();
+        let mut nodes = 0;
         let mut specialists = 0;
-        for r in self.engine.store().iter() {
-            if !r.withdrawn() && r.expires_at() > now {
-                records += 1;
-                if matches!(r.body().content, Content::Specialist(_)) {
-                    specialists += 1;
-                }
+        for r in store.iter() {
+            match r.body().content {
+                Content::Node(_) if !r.withdrawn() && r.expires_at() > now => nodes += 1,
+                Content::Specialist(_) if store.listed(r, now) => specialists += 1,
+                _ => {}
             }
         }
-        (records, specialists)
+        (nodes + specialists, specialists)
     }
 
     fn connection_counts(&self) -> Connections {
@@ -728,13 +730,14 @@ impl EventLoop {
         }
         let ttl_ms = announce
             .ttl
-            .unwrap_or(self.config.ttl)
+            .unwrap_or(self.config.specialist_ttl)
             .as_millis()
             .clamp(1000, limits.max_ttl_ms as u128) as u64;
         let specialist = Specialist {
             capabilities: announce.capabilities,
             endpoint: announce.endpoint,
             meta: announce.meta.into_iter().collect(),
+            node_lease: true,
         };
         let now = self.record_now();
         let record = self
