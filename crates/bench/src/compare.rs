@@ -652,6 +652,29 @@ pub fn to_tables(report: &CompareReport, args: &CompareArgs) -> String {
                 ));
             }
         }
+        out.push_str("\nWhere ours' churn bytes go (default variant; received per node per round, by message kind):\n\n");
+        out.push_str("| records | kind | bytes | share | messages | bytes per message |\n|---|---|---|---|---|---|\n");
+        for r in &report.full_view {
+            let Some(d) = r.ours.first() else { continue };
+            let total = d.churn.received_per_node_per_round.max(1.0);
+            for (kind, k) in &d.churn.breakdown {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {:.1} % | {:.1} | {:.0} |\n",
+                    thousands(r.records as f64),
+                    kind,
+                    thousands(k.bytes_per_node_per_round),
+                    100.0 * k.bytes_per_node_per_round / total,
+                    k.messages_per_node_per_round,
+                    k.bytes_per_node_per_round / k.messages_per_node_per_round.max(1e-9),
+                ));
+            }
+            out.push_str(&format!(
+                "| {} | records received (copies) | {:.1} per round = {:.2} per refresh | | | |\n",
+                thousands(r.records as f64),
+                d.churn.records_per_node_per_round,
+                d.churn.records_per_node_per_round / r.refreshes_per_round.max(1) as f64,
+            ));
+        }
     }
     if !report.rows.is_empty() {
         out.push_str(&format!(

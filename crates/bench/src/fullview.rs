@@ -22,7 +22,7 @@
 //! answers `fanout`; in each it receives the other side's whole directory, so it receives
 //! `2 × fanout` directories per round, whether or not anything changed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -74,6 +74,18 @@ pub struct Phase {
     pub refreshes_everywhere_at_round_end: Option<f64>,
     /// Protocol violations reported by the engines (must be 0).
     pub misbehaved: u64,
+    /// The received bytes and messages per node per round by message kind (`Push`, `Have`,
+    /// `PushAck`, the fetches of announced ids, the exchanges' `Summary`, `Reconcile`, ...).
+    pub breakdown: BTreeMap<&'static str, KindShare>,
+    /// Records received per node per round, in any message (copies, duplicates included).
+    pub records_per_node_per_round: f64,
+}
+
+/// One kind of message in [`Phase::breakdown`].
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KindShare {
+    pub bytes_per_node_per_round: f64,
+    pub messages_per_node_per_round: f64,
 }
 
 /// One variant of our protocol.
@@ -311,17 +323,30 @@ struct Totals {
     received: u64,
     messages: u64,
     max: u64,
+    kinds: BTreeMap<&'static str, (u64, u64)>,
+    records: u64,
 }
 
+/// Counters of the whole network at one moment: per node (bytes, messages), per kind
+/// (bytes, messages), records received.
+type Counters = (Vec<(u64, u64)>, BTreeMap<&'static str, (u64, u64)>, u64);
+
 impl Totals {
-    fn add(&mut self, before: &[(u64, u64)], after: &[(u64, u64)]) {
+    fn add(&mut self, before: &Counters, after: &Counters) {
         self.rounds += 1;
-        for (b, a) in before.iter().zip(after) {
+        for (b, a) in before.0.iter().zip(&after.0) {
             let got = a.0 - b.0;
             self.received += got;
             self.messages += a.1 - b.1;
             self.max = self.max.max(got);
         }
+        for (kind, a) in &after.1 {
+            let b = before.1.get(kind).copied().unwrap_or_default();
+            let t = self.kinds.entry(kind).or_default();
+            t.0 += a.0 - b.0;
+            t.1 += a.1 - b.1;
+        }
+        self.records += after.2 - before.2;
     }
 
     fn finish(&self, phase: &mut Phase, nodes: usize, misbehaved: u64) {
@@ -331,6 +356,33 @@ impl Totals {
         phase.messages_per_node_per_round = self.messages as f64 / node_rounds;
         phase.received_max_node_round = self.max;
         phase.misbehaved = misbehaved;
+        phase.breakdown = self
+            .kinds
+            .iter()
+            .map(|(kind, (bytes, messages))| {
+                let share = KindShare {
+                    bytes_per_node_per_round: *bytes as f64 / node_rounds,
+                    messages_per_node_per_round: *messages as f64 / node_rounds,
+                };
+                (*kind, share)
+            })
+            .collect();
+        phase.records_per_node_per_round = self.records as f64 / node_rounds;
+    }
+}
+
+/// The kind of a request and of the answer it gets, for the breakdown. A `Reconcile` with
+/// neither a Negentropy message nor records is the fetch of announced ids.
+fn request_kind(request: &Request) -> (&'static str, &'static str) {
+    match request {
+        Request::Summary(..) => ("Summary", "InSync/Differ"),
+        Request::Reconcile(None, records, _) if records.is_empty() => (
+            "fetch (Reconcile wants)",
+            "fetch answer (Reconcile records)",
+        ),
+        Request::Reconcile(..) => ("Reconcile", "Reconcile answer"),
+        Request::Push(_) => ("Push", "PushAck to Push"),
+        Request::Have(_) => ("Have", "PushAck to Have"),
     }
 }
 
@@ -342,8 +394,13 @@ struct Net {
     /// Encoded bytes and messages received by each engine.
     received: Vec<u64>,
     messages: Vec<u64>,
-    /// Open inbound requests: (responder, channel) → (requester, its exchange id).
-    channels: HashMap<(usize, u64), (usize, u64)>,
+    /// Received bytes and messages by kind, all engines together.
+    kinds: BTreeMap<&'static str, (u64, u64)>,
+    /// Records received in any message, all engines together.
+    records: u64,
+    /// Open inbound requests: (responder, channel) → (requester, its exchange id, the kind
+    /// of its response).
+    channels: HashMap<(usize, u64), (usize, u64, &'static str)>,
     next_channel: u64,
     misbehaved: u64,
     limit: usize,
@@ -397,6 +454,8 @@ impl Net {
             index,
             received: vec![0; nodes],
             messages: vec![0; nodes],
+            kinds: BTreeMap::new(),
+            records: 0,
             channels: HashMap::new(),
             next_channel: 0,
             misbehaved: 0,
@@ -404,12 +463,20 @@ impl Net {
         })
     }
 
-    fn counters(&self) -> Vec<(u64, u64)> {
-        self.received
+    fn counters(&self) -> Counters {
+        let per_node = self
+            .received
             .iter()
             .copied()
             .zip(self.messages.iter().copied())
-            .collect()
+            .collect();
+        (per_node, self.kinds.clone(), self.records)
+    }
+
+    fn count(&mut self, kind: &'static str, bytes: usize) {
+        let k = self.kinds.entry(kind).or_default();
+        k.0 += bytes as u64;
+        k.1 += 1;
     }
 
     fn publish(&mut self, at: usize, record: Record, now: u64) -> anyhow::Result<()> {
@@ -447,9 +514,14 @@ impl Net {
                     self.messages[j] += 1;
                     let request: Request =
                         wire::decode(&bytes, self.limit).context("decoding a request")?;
+                    let (kind, answer) = request_kind(&request);
+                    self.count(kind, bytes.len());
+                    if let Request::Push(r) | Request::Reconcile(_, r, _) = &request {
+                        self.records += r.len() as u64;
+                    }
                     self.next_channel += 1;
                     let channel = self.next_channel;
-                    self.channels.insert((j, channel), (at, exchange));
+                    self.channels.insert((j, channel), (at, exchange, answer));
                     let out = self.engines[j].handle(
                         Input::Request {
                             from: self.ids[at],
@@ -461,7 +533,8 @@ impl Net {
                     queue.extend(out.into_iter().map(|o| (j, o)));
                 }
                 Output::Respond { channel, response } => {
-                    let Some((requester, exchange)) = self.channels.remove(&(at, channel)) else {
+                    let Some((requester, exchange, kind)) = self.channels.remove(&(at, channel))
+                    else {
                         continue;
                     };
                     let bytes = wire::encode(&response);
@@ -469,6 +542,14 @@ impl Net {
                     self.messages[requester] += 1;
                     let response: Response =
                         wire::decode(&bytes, self.limit).context("decoding a response")?;
+                    let kind = match response {
+                        Response::Refused(_) => "Refused",
+                        _ => kind,
+                    };
+                    self.count(kind, bytes.len());
+                    if let Response::Reconcile(_, r, _) = &response {
+                        self.records += r.len() as u64;
+                    }
                     let out =
                         self.engines[requester].handle(Input::Response { exchange, response }, now);
                     queue.extend(out.into_iter().map(|o| (requester, o)));

@@ -30,7 +30,8 @@ use serde_bytes::ByteBuf;
 
 use crate::clock::{ClockConfig, NetworkClock};
 use crate::wire::{
-    ID_BYTES, MAX_MESSAGE_BYTES, MESSAGE_OVERHEAD, RECORD_OVERHEAD, Request, Response,
+    ID_BYTES, ID_PREFIX_LEN, MAX_MESSAGE_BYTES, MESSAGE_OVERHEAD, PREFIX_BYTES, RECORD_OVERHEAD,
+    Request, Response,
 };
 
 /// Engine settings.
@@ -103,6 +104,11 @@ impl Default for Config {
 
 /// Most ids of one announcement looked at (a full message of records has fewer).
 const MAX_ANNOUNCED_IDS: usize = 1024;
+
+/// An announced or wanted id is a whole record id (32 bytes) or its prefix.
+fn is_id_or_prefix(id: &[u8]) -> bool {
+    id.len() == 32 || id.len() == ID_PREFIX_LEN
+}
 
 /// Identifies an outbound exchange for the caller.
 pub type ExchangeId = u64;
@@ -204,9 +210,45 @@ struct SyncState {
     /// Ids this side holds and the peer lacks, not yet sent.
     have: VecDeque<RecordId>,
     /// Ids the peer holds and this side lacks, not yet asked for.
-    need: VecDeque<RecordId>,
+    need: VecDeque<Want>,
     /// Ids asked for in the last request, in order.
-    asked: Vec<RecordId>,
+    asked: Vec<Want>,
+}
+
+/// A record asked for in a `Reconcile` request: by its id (reconciliation), or by the prefix
+/// of its id under which a peer announced it (a fetch of announced news).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Id(RecordId),
+    Prefix(IdPrefix),
+}
+
+impl Want {
+    fn to_wire(self) -> ByteBuf {
+        match self {
+            Want::Id(id) => ByteBuf::from(id.0.to_vec()),
+            Want::Prefix(p) => ByteBuf::from(p.to_vec()),
+        }
+    }
+
+    fn wire_len(self) -> usize {
+        match self {
+            Want::Id(_) => ID_BYTES,
+            Want::Prefix(_) => PREFIX_BYTES,
+        }
+    }
+}
+
+/// The first [`ID_PREFIX_LEN`] bytes of a record id: how news is announced (`Have`) and
+/// fetched. Two records sharing a prefix (about 2⁻⁶⁴ for a pair) can only make a node skip
+/// or miss one announcement, which reconciliation repairs: every record is still checked by
+/// its signature and merged by its full id.
+type IdPrefix = [u8; ID_PREFIX_LEN];
+
+fn prefix_of(id: &RecordId) -> IdPrefix {
+    let mut p = [0; ID_PREFIX_LEN];
+    p.copy_from_slice(&id.0[..ID_PREFIX_LEN]);
+    p
 }
 
 #[derive(Debug, Clone)]
@@ -234,10 +276,12 @@ pub struct Engine {
     news: Vec<Arc<Record>>,
     /// Ids already pushed on, oldest first (bounded).
     rumored: VecDeque<RecordId>,
-    rumored_set: HashSet<RecordId>,
-    /// Announced ids being fetched, and when the fetch started (bounded; entries older than
-    /// the exchange timeout are stale).
-    fetching: HashMap<RecordId, u64>,
+    /// The same ids by prefix: deduplicates rumors, tells which announced prefixes this node
+    /// already had, and finds the record a peer fetches by the prefix this node announced.
+    rumored_by_prefix: HashMap<IdPrefix, RecordId>,
+    /// Prefixes of announced ids being fetched, and when the fetch started (bounded; entries
+    /// older than the exchange timeout are stale).
+    fetching: HashMap<IdPrefix, u64>,
     /// Records received per peer this round, and in all.
     received_this_round: HashMap<PeerId, usize>,
     received_total_this_round: usize,
@@ -264,7 +308,7 @@ impl Engine {
             next_exchange: 0,
             news: Vec::new(),
             rumored: VecDeque::new(),
-            rumored_set: HashSet::new(),
+            rumored_by_prefix: HashMap::new(),
             fetching: HashMap::new(),
             received_this_round: HashMap::new(),
             received_total_this_round: 0,
@@ -528,6 +572,12 @@ impl Engine {
                 }
             }
             Request::Reconcile(negentropy, records, wants) => {
+                if let Some(bad) = wants.iter().find(|w| !is_id_or_prefix(w)) {
+                    return Response::Refused(format!(
+                        "wanted id of {} bytes: expected {ID_PREFIX_LEN} (prefix) or 32",
+                        bad.len()
+                    ));
+                }
                 self.merge_all(from, records, now, out);
                 let mut budget = self
                     .config
@@ -544,11 +594,7 @@ impl Engine {
                 let mut found = Vec::new();
                 let mut processed = 0u32;
                 for want in &wants {
-                    let Ok(id) = <[u8; 32]>::try_from(&want[..]) else {
-                        processed += 1;
-                        continue;
-                    };
-                    if let Some(record) = self.store.get_by_id(&RecordId(id)) {
+                    if let Some(record) = self.lookup_want(want) {
                         let size = record.wire_len() + RECORD_OVERHEAD;
                         if size > budget {
                             break;
@@ -565,8 +611,27 @@ impl Engine {
                 let merged = self.merge_all(from, records, now, out);
                 Response::PushAck(merged as u32)
             }
-            Request::Have(ids) => Response::PushAck(self.fetch_announced(from, &ids, now, out)),
+            Request::Have(ids) => {
+                if let Some(bad) = ids.iter().find(|id| !is_id_or_prefix(id)) {
+                    return Response::Refused(format!(
+                        "announced id of {} bytes: expected {ID_PREFIX_LEN} (prefix) or 32",
+                        bad.len()
+                    ));
+                }
+                Response::PushAck(self.fetch_announced(from, &ids, now, out))
+            }
         }
+    }
+
+    /// The record a peer asks for: by its id, or by the prefix this node announced it under
+    /// (a rumor it pushed on recently; none if it has been replaced or expired since).
+    fn lookup_want(&self, want: &[u8]) -> Option<&Arc<Record>> {
+        if let Ok(id) = <[u8; 32]>::try_from(want) {
+            return self.store.get_by_id(&RecordId(id));
+        }
+        let prefix = IdPrefix::try_from(want).ok()?;
+        let id = self.rumored_by_prefix.get(&prefix)?;
+        self.store.get_by_id(id)
     }
 
     fn on_response(
@@ -613,8 +678,8 @@ impl Engine {
             (Exchange::Sync(mut state), Response::Reconcile(answer, records, processed)) => {
                 let processed = (processed as usize).min(state.asked.len());
                 // Wants the peer had no room for go back to the front of the queue.
-                for id in state.asked.drain(processed..).rev() {
-                    state.need.push_front(id);
+                for want in state.asked.drain(processed..).rev() {
+                    state.need.push_front(want);
                 }
                 state.asked.clear();
                 self.merge_all(peer, records, now, out);
@@ -623,7 +688,7 @@ impl Engine {
                         Some(Ok(step)) => {
                             state.have.extend(step.have);
                             self.most_useful_first(&mut state.have);
-                            state.need.extend(step.need);
+                            state.need.extend(step.need.into_iter().map(Want::Id));
                             self.next_step(state, step.next, now, out);
                         }
                         _ => {
@@ -691,13 +756,13 @@ impl Engine {
         budget = budget.saturating_sub(negentropy.as_ref().map_or(0, |n| n.len() + 8));
         // Wants first: they are small, and asking early lets the answer carry them.
         let mut wants = Vec::new();
-        while let Some(id) = state.need.front() {
-            if ID_BYTES > budget / 2 {
+        while let Some(&want) = state.need.front() {
+            if want.wire_len() > budget / 2 {
                 break;
             }
-            budget -= ID_BYTES;
-            wants.push(ByteBuf::from(id.0.to_vec()));
-            state.asked.push(*id);
+            budget -= want.wire_len();
+            wants.push(want.to_wire());
+            state.asked.push(want);
             state.need.pop_front();
         }
         let mut push = Vec::new();
@@ -827,14 +892,21 @@ impl Engine {
             .saturating_sub(MESSAGE_OVERHEAD);
         for record in news {
             let id = record.id();
-            if !self.rumored_set.insert(id) {
+            let prefix = prefix_of(&id);
+            if self.rumored_by_prefix.get(&prefix) == Some(&id) {
                 continue;
             }
+            // A colliding prefix now names this record: the older one is no longer
+            // deduplicated nor served by prefix (reconciliation carries it if need be).
+            self.rumored_by_prefix.insert(prefix, id);
             self.rumored.push_back(id);
             if self.rumored.len() > self.config.max_rumor_memory
                 && let Some(old) = self.rumored.pop_front()
             {
-                self.rumored_set.remove(&old);
+                let old_prefix = prefix_of(&old);
+                if self.rumored_by_prefix.get(&old_prefix) == Some(&old) {
+                    self.rumored_by_prefix.remove(&old_prefix);
+                }
             }
             if !self.take_rumor_token(*record.owner(), now) {
                 self.stats.rumors_suppressed += 1;
@@ -847,7 +919,7 @@ impl Engine {
             }
             budget -= size;
             batch.push(record.to_raw());
-            ids.push(ByteBuf::from(id.0.to_vec()));
+            ids.push(ByteBuf::from(prefix.to_vec()));
         }
         if batch.is_empty() {
             return;
@@ -902,7 +974,10 @@ impl Engine {
     }
 
     /// Answers an id announcement: starts fetching, from the announcer, the ids this node
-    /// lacks and is not already fetching; returns how many it fetches.
+    /// lacks and is not already fetching; returns how many it fetches. Ids come as prefixes
+    /// ([`ID_PREFIX_LEN`] bytes: this node lacks one unless it had a record with that prefix
+    /// as news recently) or whole (from older peers: looked up in the store); every id has
+    /// one of these lengths (checked by the caller).
     fn fetch_announced(
         &mut self,
         from: PeerId,
@@ -921,20 +996,29 @@ impl Engine {
         }
         let mut need = VecDeque::new();
         for raw in ids.iter().take(MAX_ANNOUNCED_IDS) {
-            let Ok(id) = <[u8; 32]>::try_from(&raw[..]).map(RecordId) else {
+            let (prefix, want) = if let Ok(id) = <[u8; 32]>::try_from(&raw[..]).map(RecordId) {
+                if self.store.get_by_id(&id).is_some() {
+                    continue;
+                }
+                (prefix_of(&id), Want::Id(id))
+            } else if let Ok(prefix) = IdPrefix::try_from(&raw[..]) {
+                if self.rumored_by_prefix.contains_key(&prefix) {
+                    continue;
+                }
+                (prefix, Want::Prefix(prefix))
+            } else {
                 continue;
             };
-            if self.store.get_by_id(&id).is_some()
-                || self
-                    .fetching
-                    .get(&id)
-                    .is_some_and(|at| now.saturating_sub(*at) < timeout)
+            if self
+                .fetching
+                .get(&prefix)
+                .is_some_and(|at| now.saturating_sub(*at) < timeout)
                 || self.fetching.len() >= self.config.max_rumor_memory
             {
                 continue;
             }
-            self.fetching.insert(id, now);
-            need.push_back(id);
+            self.fetching.insert(prefix, now);
+            need.push_back(want);
         }
         let wanted = need.len() as u32;
         if wanted == 0 {

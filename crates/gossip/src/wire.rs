@@ -30,6 +30,13 @@ pub const RECORD_OVERHEAD: usize = 12;
 /// Bytes one wanted id adds to a message (a 32-byte string and its header).
 pub const ID_BYTES: usize = 34;
 
+/// Length of the id prefixes that announce news ([`Request::Have`]) and fetch it: the first
+/// bytes of the record id (SHA-256 of the signed body).
+pub const ID_PREFIX_LEN: usize = 8;
+
+/// Bytes one id prefix adds to a message (an 8-byte string and its header).
+pub const PREFIX_BYTES: usize = ID_PREFIX_LEN + 1;
+
 /// A request: sent by the side that starts an exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -37,14 +44,19 @@ pub enum Request {
     #[serde(rename = "s")]
     Summary(u64, ByteBuf),
     /// One reconciliation step: `[negentropy message or null, records the receiver lacks,
-    /// ids the sender wants]`.
+    /// ids the sender wants]`. A wanted id is a whole record id (32 bytes) or, to fetch
+    /// announced news, the [`ID_PREFIX_LEN`]-byte prefix it was announced under; any other
+    /// length is refused.
     #[serde(rename = "r")]
     Reconcile(Option<ByteBuf>, Vec<RawRecord>, Vec<ByteBuf>),
     /// Records that are news to the sender, pushed on at once (rumor mongering).
     #[serde(rename = "p")]
     Push(Vec<RawRecord>),
-    /// Ids of records that are news to the sender (lazy push): the receiver answers
-    /// `PushAck(ids it lacks)` and fetches those with a `Reconcile(null, [], wants)` exchange.
+    /// Ids of records that are news to the sender (lazy push), as their [`ID_PREFIX_LEN`]-byte
+    /// prefixes (whole 32-byte ids are accepted too; any other length is refused): the
+    /// receiver answers `PushAck(ids it lacks)` and fetches those by prefix with a
+    /// `Reconcile(null, [], wants)` exchange. A prefix that names another record than the
+    /// sender meant costs at most that announcement: records are verified as always.
     #[serde(rename = "h")]
     Have(Vec<ByteBuf>),
 }

@@ -588,3 +588,202 @@ fn a_split_delta_sends_node_records_and_the_newest_records_first() {
     );
     assert_eq!(first[5].id(), newest.id(), "then the newest record");
 }
+
+/// The requests `out` sends, with their destination and exchange id.
+fn sent(out: &[Output]) -> Vec<(PeerId, u64, Request)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                exchange,
+                request,
+            } => Some((*to, *exchange, request.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The response `out` gives on `channel`.
+fn answer(out: &[Output], channel: u64) -> Option<Response> {
+    out.iter().find_map(|o| match o {
+        Output::Respond {
+            channel: c,
+            response,
+        } if *c == channel => Some(response.clone()),
+        _ => None,
+    })
+}
+
+/// Engine `key` (default settings) that knows `peers` other peers and holds nothing.
+fn member(key: u64, peers: u64) -> Engine {
+    let mut e = Engine::new(keypair(key).public().to_peer_id(), Config::default(), key);
+    for i in 0..peers {
+        e.handle(
+            Input::PeerDiscovered(keypair(100 + i).public().to_peer_id()),
+            NOW,
+        );
+    }
+    e
+}
+
+/// `request` from `from` to `e` through the codec, on channel 1.
+fn deliver(e: &mut Engine, from: PeerId, request: &Request) -> Vec<Output> {
+    let bytes = wire::encode(request);
+    let request = wire::decode(&bytes, wire::MAX_MESSAGE_BYTES).unwrap();
+    e.handle(
+        Input::Request {
+            from,
+            channel: 1,
+            request,
+        },
+        NOW,
+    )
+}
+
+#[test]
+fn news_is_announced_by_an_eight_byte_prefix_and_fetched_by_it() {
+    // The announcer merges a record as news and announces it to ⌈ln 50⌉ + 3 peers.
+    let mut announcer = member(1, 50);
+    let record = &pool()[3];
+    let out = push(
+        &mut announcer,
+        PeerId::random(),
+        std::slice::from_ref(record),
+    );
+    let haves: Vec<_> = sent(&out)
+        .into_iter()
+        .filter_map(|(_, _, r)| match r {
+            Request::Have(ids) => Some(ids),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(haves.len(), 7);
+    let prefix = record.id().0[..wire::ID_PREFIX_LEN].to_vec();
+    for ids in &haves {
+        assert_eq!(ids, &vec![serde_bytes::ByteBuf::from(prefix.clone())]);
+    }
+    let have = Request::Have(haves[0].clone());
+    assert_eq!(wire::encode(&have).len(), 15, "one announced id: 15 bytes");
+
+    // A node that lacks it fetches it from the announcer by the prefix.
+    let mut receiver = member(2, 5);
+    let announcer_id = announcer.local_peer();
+    let out = deliver(&mut receiver, announcer_id, &have);
+    assert_eq!(answer(&out, 1), Some(Response::PushAck(1)));
+    let fetches = sent(&out);
+    assert_eq!(fetches.len(), 1, "{out:?}");
+    let (to, exchange, fetch) = fetches[0].clone();
+    assert_eq!(to, announcer_id);
+    assert_eq!(
+        fetch,
+        Request::Reconcile(None, vec![], vec![prefix.clone().into()])
+    );
+    // The announcer finds the record by the prefix it announced.
+    let out = deliver(&mut announcer, receiver.local_peer(), &fetch);
+    let Some(response) = answer(&out, 1) else {
+        panic!("no answer: {out:?}");
+    };
+    assert_eq!(
+        response,
+        Response::Reconcile(None, vec![record.to_raw()], 1)
+    );
+    let out = receiver.handle(Input::Response { exchange, response }, NOW);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Misbehaved { .. })),
+        "{out:?}"
+    );
+    assert!(receiver.store().get_by_id(&record.id()).is_some());
+    assert_eq!(receiver.stats().announced_fetched, 1);
+
+    // Announced again (by anyone): the receiver had it as news, nothing is fetched.
+    let out = deliver(&mut receiver, PeerId::random(), &have);
+    assert_eq!(answer(&out, 1), Some(Response::PushAck(0)));
+    assert!(
+        sent(&out)
+            .iter()
+            .all(|(_, _, r)| !matches!(r, Request::Reconcile(..)))
+    );
+}
+
+#[test]
+fn a_prefix_that_matches_nothing_or_another_record_does_no_harm() {
+    let mut announcer = member(1, 5);
+    push(&mut announcer, PeerId::random(), &pool()[..20]);
+    let mut receiver = member(2, 5);
+    push(&mut receiver, PeerId::random(), &pool()[20..30]);
+    let before = receiver.store().len();
+
+    // A prefix the announcer never announced: the fetch comes back empty and ends.
+    let unknown = Request::Have(vec![vec![0xab; wire::ID_PREFIX_LEN].into()]);
+    let out = deliver(&mut receiver, announcer.local_peer(), &unknown);
+    let [(_, exchange, fetch)] = sent(&out).try_into().unwrap();
+    let in_flight = receiver.in_flight();
+    let out = deliver(&mut announcer, receiver.local_peer(), &fetch);
+    let response = answer(&out, 1).unwrap();
+    assert_eq!(response, Response::Reconcile(None, vec![], 1));
+    let out = receiver.handle(Input::Response { exchange, response }, NOW);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(receiver.store().len(), before);
+    assert_eq!(receiver.in_flight(), in_flight - 1, "the fetch ended");
+
+    // A prefix naming a record the receiver already had (as if another record shared it):
+    // the receiver takes it for one it holds and fetches nothing; the announcement is missed
+    // and reconciliation carries the record later, nothing wrong is merged.
+    let held = Request::Have(vec![
+        pool()[25].id().0[..wire::ID_PREFIX_LEN].to_vec().into(),
+    ]);
+    let out = deliver(&mut receiver, announcer.local_peer(), &held);
+    assert_eq!(answer(&out, 1), Some(Response::PushAck(0)));
+    assert!(sent(&out).is_empty());
+
+    // A fetch by a prefix that now names a replaced record finds nothing.
+    let replaced = &pool()[5];
+    let newer = specialist(&keypair(5), "svc-5", &["translate"], 2, NOW - 10, 60_000);
+    push(
+        &mut announcer,
+        PeerId::random(),
+        std::slice::from_ref(&newer),
+    );
+    let stale = Request::Reconcile(
+        None,
+        vec![],
+        vec![replaced.id().0[..wire::ID_PREFIX_LEN].to_vec().into()],
+    );
+    let out = deliver(&mut announcer, receiver.local_peer(), &stale);
+    assert_eq!(answer(&out, 1), Some(Response::Reconcile(None, vec![], 1)));
+}
+
+#[test]
+fn announced_or_wanted_ids_of_another_length_are_refused() {
+    let mut e = engine_with_peers(Config::default(), 5);
+    push(&mut e, PeerId::random(), &pool()[..5]);
+    for len in [0, 5, 9, 31, 33] {
+        let out = deliver(
+            &mut e,
+            PeerId::random(),
+            &Request::Have(vec![vec![7; len].into()]),
+        );
+        let Some(Response::Refused(why)) = answer(&out, 1) else {
+            panic!("{len}-byte announced id not refused: {out:?}");
+        };
+        assert!(why.contains(&format!("{len} bytes")), "{why}");
+        assert!(sent(&out).is_empty());
+        let wants = vec![pool()[0].id().0.to_vec().into(), vec![7; len].into()];
+        let out = deliver(
+            &mut e,
+            PeerId::random(),
+            &Request::Reconcile(None, vec![], wants),
+        );
+        let Some(Response::Refused(why)) = answer(&out, 1) else {
+            panic!("{len}-byte wanted id not refused: {out:?}");
+        };
+        assert!(why.contains(&format!("{len} bytes")), "{why}");
+    }
+    // Whole 32-byte ids (older peers) are still answered.
+    let whole = Request::Reconcile(None, vec![], vec![pool()[0].id().0.to_vec().into()]);
+    let out = deliver(&mut e, PeerId::random(), &whole);
+    assert_eq!(
+        answer(&out, 1),
+        Some(Response::Reconcile(None, vec![pool()[0].to_raw()], 1))
+    );
+}
