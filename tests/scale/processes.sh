@@ -3,7 +3,9 @@
 #
 # Starts N nodes (TCP on 127.0.0.1 only, mDNS off, each bootstrapped to node 0), waits until
 # every node's API reports N node records, then
-#   1. an idle window: nothing announced; CPU (% of one core, from /proc/<pid>/stat utime+stime),
+#   0. with --specialists S: each node announces S specialists, and the script waits until every
+#      node lists all N × S of them;
+#   1. an idle window: nothing new announced (records are only refreshed); CPU (% of one core, from /proc/<pid>/stat utime+stime),
 #      resident memory (VmRSS) and sync-protocol payload bytes (GET /v1/status, gossip_bytes) per
 #      node per second;
 #   2. trials: each announces a new specialist on a random node through its HTTP API and
@@ -14,9 +16,12 @@
 #
 #   tests/scale/processes.sh [--nodes 30] [--trials 10] [--gap 1] [--idle 30] [--interval 1s]
 #                            [--port-base 42100] [--api-base 52100] [--bin PATH] [--json]
-#                            [--ttl 60s] [--keep-logs DIR]
+#                            [--ttl 60s] [--specialists 0] [--specialist-ttl 10m]
+#                            [--keep-logs DIR]
 #
-# --gap: seconds between trials; --ttl: the nodes' record lifetime (refreshed at a third of it).
+# --gap: seconds between trials; --ttl: the nodes' node-record lifetime (refreshed at a third of
+# it); --specialist-ttl: their specialists' lifetime (refreshed at a third of it; the node's
+# default is 10m, kept alive by the node record; 60s re-signs them as often as the node record).
 #
 # Needs curl and jq. Bounded: joining may take at most --join-timeout seconds (default 120), a
 # trial at most 60 rounds.
@@ -34,6 +39,8 @@ JSON=0
 JOIN_TIMEOUT=120
 KEEP_LOGS=""
 TTL=""
+SPECIALISTS=0
+SPECIALIST_TTL=""
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
@@ -45,6 +52,8 @@ while [[ $# -gt 0 ]]; do
         --idle) IDLE_SECS="$2"; shift 2 ;;
         --interval) INTERVAL="$2"; shift 2 ;;
         --ttl) TTL="$2"; shift 2 ;;
+        --specialists) SPECIALISTS="$2"; shift 2 ;;
+        --specialist-ttl) SPECIALIST_TTL="$2"; shift 2 ;;
         --port-base) PORT_BASE="$2"; shift 2 ;;
         --api-base) API_BASE="$2"; shift 2 ;;
         --bin) BIN="$2"; shift 2 ;;
@@ -65,6 +74,7 @@ if [[ -z "$BIN" ]]; then
 fi
 [[ -x "$BIN" ]] || { echo "no gossipdir binary at $BIN (cargo build --release, or --bin)" >&2; exit 2; }
 (( NODES >= 2 && NODES <= 500 )) || { echo "--nodes must be 2..500" >&2; exit 2; }
+(( SPECIALISTS >= 0 && SPECIALISTS <= 60 )) || { echo "--specialists must be 0..60" >&2; exit 2; }
 
 HZ=$(getconf CLK_TCK)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gossipdir-scale.XXXXXX")
@@ -121,6 +131,7 @@ start_node() {
         --api "127.0.0.1:$((API_BASE + i))" --data-dir "$WORK/node$i"
         --key "$WORK/node$i.key" --no-mdns --interval "$INTERVAL")
     [[ -n "$TTL" ]] && args+=(--ttl "$TTL")
+    [[ -n "$SPECIALIST_TTL" ]] && args+=(--specialist-ttl "$SPECIALIST_TTL")
     (( i > 0 )) && args+=(--bootstrap "$BOOT")
     RUST_LOG="${RUST_LOG:-warn}" "$BIN" "${args[@]}" >"$WORK/node$i.log" 2>&1 &
     PIDS+=("$!")
@@ -154,6 +165,33 @@ while :; do
 done
 JOIN_SECS=$((SECONDS - T0))
 log "all $NODES nodes hold $NODES node records after ${JOIN_SECS}s"
+
+# ---- specialists ----------------------------------------------------------------------------
+
+if (( SPECIALISTS > 0 )); then
+    log "announcing $SPECIALISTS specialists on each node"
+    for ((i = 0; i < NODES; i++)); do
+        for ((s = 0; s < SPECIALISTS; s++)); do
+            code=$(curl -s -o "$WORK/announce.json" -w '%{http_code}' --max-time 5 \
+                -H 'Content-Type: application/json' \
+                -d "{\"name\":\"resident-$s\",\"capabilities\":[\"resident\",\"resident-$i-$s\"],\"endpoint\":\"https://n$i.example/s$s\"}" \
+                "$(api "$i")/v1/specialists")
+            [[ "$code" == 201 ]] || { echo "announce on node $i failed ($code): $(cat "$WORK/announce.json")" >&2; exit 1; }
+        done
+    done
+    want=$((NODES * SPECIALISTS))
+    deadline=$((SECONDS + JOIN_TIMEOUT))
+    while :; do
+        listed=$(status_field ".specialists" | awk -v n="$want" '$1 >= n { c++ } END { print c + 0 }')
+        (( listed == NODES )) && break
+        if (( SECONDS > deadline )); then
+            echo "only $listed of $NODES nodes listed all $want specialists after ${JOIN_TIMEOUT}s" >&2
+            exit 1
+        fi
+        sleep 0.5
+    done
+    log "every node lists all $want specialists"
+fi
 
 # ---- measurement helpers ------------------------------------------------------------------
 
