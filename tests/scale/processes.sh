@@ -150,19 +150,33 @@ all_status() {
 
 status_field() { all_status | jq -r "$1" 2>/dev/null || true; }
 
-deadline=$((SECONDS + JOIN_TIMEOUT))
-while :; do
-    for ((i = 0; i < NODES; i++)); do
-        kill -0 "${PIDS[$i]}" 2>/dev/null || { echo "node $i exited:" >&2; tail -n 20 "$WORK/node$i.log" >&2; exit 1; }
+# Waits (at most --join-timeout) until every node's status FIELD is at least N; WHAT names it.
+wait_every_node() {
+    local field=$1 n=$2 what=$3 count i
+    local deadline=$((SECONDS + JOIN_TIMEOUT))
+    while :; do
+        for ((i = 0; i < NODES; i++)); do
+            kill -0 "${PIDS[$i]}" 2>/dev/null || { echo "node $i exited:" >&2; tail -n 20 "$WORK/node$i.log" >&2; exit 1; }
+        done
+        count=$(status_field "$field" | awk -v n="$n" '$1 >= n { c++ } END { print c + 0 }')
+        (( count == NODES )) && return
+        if (( SECONDS > deadline )); then
+            echo "only $count of $NODES nodes held $what after ${JOIN_TIMEOUT}s" >&2
+            exit 1
+        fi
+        sleep 0.5
     done
-    joined=$(status_field ".nodes" | awk -v n="$NODES" '$1 == n { c++ } END { print c + 0 }')
-    (( joined == NODES )) && break
-    if (( SECONDS > deadline )); then
-        echo "only $joined of $NODES nodes knew every node after ${JOIN_TIMEOUT}s" >&2
-        exit 1
-    fi
-    sleep 0.5
-done
+}
+
+# Announces the specialist JSON on node I through its API.
+announce() {
+    local i=$1 json=$2 code
+    code=$(curl -s -o "$WORK/announce.json" -w '%{http_code}' --max-time 5 \
+        -H 'Content-Type: application/json' -d "$json" "$(api "$i")/v1/specialists")
+    [[ "$code" == 201 ]] || { echo "announce on node $i failed ($code): $(cat "$WORK/announce.json")" >&2; exit 1; }
+}
+
+wait_every_node .nodes "$NODES" "every node record"
 JOIN_SECS=$((SECONDS - T0))
 log "all $NODES nodes hold $NODES node records after ${JOIN_SECS}s"
 
@@ -172,24 +186,11 @@ if (( SPECIALISTS > 0 )); then
     log "announcing $SPECIALISTS specialists on each node"
     for ((i = 0; i < NODES; i++)); do
         for ((s = 0; s < SPECIALISTS; s++)); do
-            code=$(curl -s -o "$WORK/announce.json" -w '%{http_code}' --max-time 5 \
-                -H 'Content-Type: application/json' \
-                -d "{\"name\":\"resident-$s\",\"capabilities\":[\"resident\",\"resident-$i-$s\"],\"endpoint\":\"https://n$i.example/s$s\"}" \
-                "$(api "$i")/v1/specialists")
-            [[ "$code" == 201 ]] || { echo "announce on node $i failed ($code): $(cat "$WORK/announce.json")" >&2; exit 1; }
+            announce "$i" "{\"name\":\"resident-$s\",\"capabilities\":[\"resident\",\"resident-$i-$s\"],\"endpoint\":\"https://n$i.example/s$s\"}"
         done
     done
     want=$((NODES * SPECIALISTS))
-    deadline=$((SECONDS + JOIN_TIMEOUT))
-    while :; do
-        listed=$(status_field ".specialists" | awk -v n="$want" '$1 >= n { c++ } END { print c + 0 }')
-        (( listed == NODES )) && break
-        if (( SECONDS > deadline )); then
-            echo "only $listed of $NODES nodes listed all $want specialists after ${JOIN_TIMEOUT}s" >&2
-            exit 1
-        fi
-        sleep 0.5
-    done
+    wait_every_node .specialists "$want" "all $want specialists listed"
     log "every node lists all $want specialists"
 fi
 
@@ -272,11 +273,7 @@ for ((t = 0; t < TRIALS; t++)); do
     b0=$(gossip_bytes)
     r0=$(round_of "$origin")
     s=$(now_ms)
-    code=$(curl -s -o "$WORK/announce.json" -w '%{http_code}' --max-time 5 \
-        -H 'Content-Type: application/json' \
-        -d "{\"name\":\"scale-$t\",\"capabilities\":[\"$cap\"],\"endpoint\":\"https://node$origin.invalid/\",\"ttl_secs\":600}" \
-        "$(api "$origin")/v1/specialists")
-    [[ "$code" == 201 ]] || { echo "announce on node $origin failed ($code): $(cat "$WORK/announce.json")" >&2; exit 1; }
+    announce "$origin" "{\"name\":\"scale-$t\",\"capabilities\":[\"$cap\"],\"endpoint\":\"https://node$origin.invalid/\",\"ttl_secs\":600}"
     converged=false
     while :; do
         held=$(holders "$cap")

@@ -333,16 +333,12 @@ fn engine_with_peers(config: Config, peers: u64) -> Engine {
     e
 }
 
-/// Pushes `records` from `from` to `e` and returns the engine's outputs.
+/// Pushes `records` from `from` to `e` (through the codec) and returns the engine's outputs.
 fn push(e: &mut Engine, from: PeerId, records: &[Record]) -> Vec<Output> {
-    let request = Request::Push(records.iter().map(Record::to_raw).collect());
-    e.handle(
-        Input::Request {
-            from,
-            channel: 1,
-            request,
-        },
-        NOW,
+    deliver(
+        e,
+        from,
+        &Request::Push(records.iter().map(Record::to_raw).collect()),
     )
 }
 
