@@ -173,6 +173,7 @@ impl EventLoop {
 
     /// Starts listening and dialling (listen addresses, bootstrap peers, relays).
     pub(crate) fn start(&mut self) -> Result<(), StartError> {
+        self.withdraw_earlier_specialists();
         for addr in self.config.listen.clone() {
             self.swarm
                 .listen_on(addr.clone())
@@ -408,6 +409,31 @@ impl EventLoop {
             self.node_refresh_at = 0;
             for own in self.specialists.values_mut() {
                 own.refresh_at = 0;
+            }
+        }
+    }
+
+    /// Withdraws the specialists an earlier run of this node issued (restored issuer state)
+    /// that may still be live: this run does not announce them, and since specialists are
+    /// kept alive by the node record (`node_lease`), this run's node record would otherwise
+    /// list them again until their own, long, expiry. Announcing one again afterwards issues
+    /// a newer version, which replaces the withdrawal.
+    fn withdraw_earlier_specialists(&mut self) {
+        let now = self.record_now();
+        let earlier: Vec<(String, u64)> = self
+            .issuer
+            .issued()
+            .filter(|(name, issued)| *name != NODE_RECORD_NAME && issued.expires_at > now)
+            .map(|(name, issued)| (name.to_owned(), issued.expires_at))
+            .collect();
+        for (name, expires_at) in earlier {
+            match self.issuer.withdrawal(&name, expires_at - now, now) {
+                Ok(record) => {
+                    info!(name, "withdrawing a specialist of an earlier run");
+                    self.issued_dirty = true;
+                    self.feed(Input::Publish(record));
+                }
+                Err(e) => warn!(name, "cannot withdraw a specialist of an earlier run: {e}"),
             }
         }
     }

@@ -193,6 +193,64 @@ async fn records_of_a_vanished_owner_expire_and_graceful_stop_withdraws() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_does_not_keep_its_earlier_runs_specialists_listed() {
+    let nodes = network(1).await;
+    let boot: Multiaddr = {
+        let s = nodes[0].client.status().await.unwrap();
+        let a: Multiaddr = s.listen_addrs[0].parse().unwrap();
+        a.with(libp2p::multiaddr::Protocol::P2p(nodes[0].peer_id))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(vec![boot]);
+    c.data_dir = Some(dir.path().to_owned());
+    let key = c.keypair.clone();
+    let first = Node::spawn(c.clone()).await.unwrap();
+    let made = first
+        .client
+        .announce(announce("old", "from-the-first-run"))
+        .await
+        .unwrap();
+    // Kept alive by the node record: its own lifetime is the 10-minute default.
+    assert!(made.expires_at - made.issued_at >= 600_000);
+    eventually(
+        "the specialist on node 0",
+        Duration::from_secs(10),
+        || async { (!find(&nodes[0], "from-the-first-run").await.is_empty()).then_some(()) },
+    )
+    .await;
+    // The issuer state is saved at the next round.
+    let state = dir.path().join("issued.json");
+    eventually(
+        "the specialist in the saved state",
+        Duration::from_secs(5),
+        || async {
+            let text = std::fs::read_to_string(&state).ok()?;
+            text.contains("\"old\"").then_some(())
+        },
+    )
+    .await;
+    // Crash (no withdrawal), then restart with the same key and state, announcing nothing:
+    // the restarted node's fresh node record must not keep the old specialist listed.
+    first.abort();
+    let mut c = config(c.bootstrap.clone());
+    c.keypair = key;
+    c.data_dir = Some(dir.path().to_owned());
+    let second = Node::spawn(c).await.unwrap();
+    eventually("the earlier run's specialist unlisted", TTL, || async {
+        find(&nodes[0], "from-the-first-run")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(nodes[0].client.status().await.unwrap().nodes, 2);
+    second.shutdown().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_announcements_are_refused_and_nothing_is_stored() {
     let nodes = network(1).await;
     let client = &nodes[0].client;
