@@ -420,20 +420,30 @@ impl EventLoop {
     /// a newer version, which replaces the withdrawal.
     fn withdraw_earlier_specialists(&mut self) {
         let now = self.record_now();
-        let earlier: Vec<(String, u64)> = self
+        let earlier: Vec<String> = self
             .issuer
             .issued()
             .filter(|(name, issued)| *name != NODE_RECORD_NAME && issued.expires_at > now)
-            .map(|(name, issued)| (name.to_owned(), issued.expires_at))
+            .map(|(name, _)| name.to_owned())
             .collect();
-        for (name, expires_at) in earlier {
-            match self.issuer.withdrawal(&name, expires_at - now, now) {
+        if !earlier.is_empty() {
+            info!(names = ?earlier, "withdrawing the specialists of an earlier run");
+            self.publish_withdrawals(earlier);
+        }
+    }
+
+    /// Issues and publishes a withdrawal of each of `names` (it lives `--ttl`, and at least as
+    /// long as every version it replaces); a name the issuer refuses is logged and skipped.
+    fn publish_withdrawals(&mut self, names: Vec<String>) {
+        let now = self.record_now();
+        let ttl = self.config.ttl.as_millis() as u64;
+        for name in names {
+            match self.issuer.withdrawal(&name, ttl, now) {
                 Ok(record) => {
-                    info!(name, "withdrawing a specialist of an earlier run");
                     self.issued_dirty = true;
                     self.feed(Input::Publish(record));
                 }
-                Err(e) => warn!(name, "cannot withdraw a specialist of an earlier run: {e}"),
+                Err(e) => warn!(name, "cannot issue a withdrawal: {e}"),
             }
         }
     }
@@ -617,17 +627,10 @@ impl EventLoop {
             ticks: 0,
             replies: reply.into_iter().collect(),
         });
-        let now = self.record_now();
-        let ttl = self.config.ttl.as_millis() as u64;
         let mut names: Vec<String> = self.specialists.keys().cloned().collect();
         self.specialists.clear();
         names.push(NODE_RECORD_NAME.to_owned());
-        for name in names {
-            match self.issuer.withdrawal(&name, ttl, now) {
-                Ok(record) => self.feed(Input::Publish(record)),
-                Err(e) => warn!(name, "cannot issue a withdrawal: {e}"),
-            }
-        }
+        self.publish_withdrawals(names);
         self.save_issued();
         // Reconcile with every connected peer at once, on top of the rumor pushes.
         let peers: Vec<PeerId> = self.connections.keys().copied().collect();

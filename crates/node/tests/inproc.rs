@@ -40,15 +40,20 @@ where
     }
 }
 
-/// Node 0, then `n - 1` nodes bootstrapping to it.
-async fn network(n: usize) -> Vec<Node> {
-    let first = Node::spawn(config(Vec::new())).await.unwrap();
+/// `node`'s first listen address with its peer id: what others bootstrap to.
+async fn bootstrap_addr(node: &Node) -> Multiaddr {
     let addr: Multiaddr = eventually("a listen address", Duration::from_secs(5), || {
-        let c = first.client.clone();
+        let c = node.client.clone();
         async move { c.status().await.ok()?.listen_addrs.first()?.parse().ok() }
     })
     .await;
-    let boot = addr.with(libp2p::multiaddr::Protocol::P2p(first.peer_id));
+    addr.with(libp2p::multiaddr::Protocol::P2p(node.peer_id))
+}
+
+/// Node 0, then `n - 1` nodes bootstrapping to it.
+async fn network(n: usize) -> Vec<Node> {
+    let first = Node::spawn(config(Vec::new())).await.unwrap();
+    let boot = bootstrap_addr(&first).await;
     let mut nodes = vec![first];
     for _ in 1..n {
         nodes.push(Node::spawn(config(vec![boot.clone()])).await.unwrap());
@@ -195,15 +200,10 @@ async fn records_of_a_vanished_owner_expire_and_graceful_stop_withdraws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_does_not_keep_its_earlier_runs_specialists_listed() {
     let nodes = network(1).await;
-    let boot: Multiaddr = {
-        let s = nodes[0].client.status().await.unwrap();
-        let a: Multiaddr = s.listen_addrs[0].parse().unwrap();
-        a.with(libp2p::multiaddr::Protocol::P2p(nodes[0].peer_id))
-    };
+    let boot = bootstrap_addr(&nodes[0]).await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(vec![boot]);
     c.data_dir = Some(dir.path().to_owned());
-    let key = c.keypair.clone();
     let first = Node::spawn(c.clone()).await.unwrap();
     let made = first
         .client
@@ -232,9 +232,6 @@ async fn a_restarted_node_does_not_keep_its_earlier_runs_specialists_listed() {
     // Crash (no withdrawal), then restart with the same key and state, announcing nothing:
     // the restarted node's fresh node record must not keep the old specialist listed.
     first.abort();
-    let mut c = config(c.bootstrap.clone());
-    c.keypair = key;
-    c.data_dir = Some(dir.path().to_owned());
     let second = Node::spawn(c).await.unwrap();
     eventually("the earlier run's specialist unlisted", TTL, || async {
         find(&nodes[0], "from-the-first-run")
