@@ -1,5 +1,5 @@
 //! `gossipdir demo`: N real nodes in one process on 127.0.0.1 (real TCP transport, noise,
-//! yamux and the real sync protocol; mDNS off), each bootstrapped to node 0. Each trial
+//! yamux and the real sync protocol; mDNS off), each bootstrapped to two random earlier nodes. Each trial
 //! announces a new specialist on a random node and measures how many rounds (ticks of the
 //! announcing node) and how much wall time pass until every node holds it.
 //!
@@ -9,7 +9,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use node::libp2p::multiaddr::Protocol;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -36,6 +35,10 @@ pub struct DemoArgs {
     /// ⌈ln N⌉ + 3].
     #[arg(long, value_name = "K")]
     pub announce_fanout: Option<usize>,
+    /// Members each node gossips with (partial view; 0 = every member, ~N connections per
+    /// node).
+    #[arg(long, value_name = "K", default_value_t = node::NodeConfig::DEFAULT_VIEW_SIZE)]
+    pub view_size: usize,
     /// Seed of the choice of announcing nodes and of the engines.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -47,6 +50,16 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
+/// Most nodes of one demo.
+const MAX_NODES: u32 = 2000;
+
+/// Idle connection timeout of the nodes when they gossip with a partial view (at least ten
+/// rounds).
+const DEMO_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Earlier nodes each node is bootstrapped to.
+const BOOTSTRAP_DEGREE: usize = 2;
+
 struct Trial {
     rounds: Option<u32>,
     wall: Duration,
@@ -56,8 +69,8 @@ struct Trial {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if !(2..=200).contains(&args.nodes) {
-        bail!("--nodes must be between 2 and 200");
+    if !(2..=MAX_NODES).contains(&args.nodes) {
+        bail!("--nodes must be between 2 and {MAX_NODES}");
     }
     if args.trials == 0 {
         bail!("--trials must be at least 1");
@@ -72,7 +85,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     runtime.block_on(demo(args))
 }
 
-fn config(args: &DemoArgs, i: u32, bootstrap: Vec<directory::Multiaddr>) -> node::NodeConfig {
+fn config(args: &DemoArgs, i: usize, bootstrap: Vec<directory::Multiaddr>) -> node::NodeConfig {
     let mut c = node::NodeConfig::new(directory::Keypair::generate_ed25519());
     c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
     c.bootstrap = bootstrap;
@@ -84,7 +97,14 @@ fn config(args: &DemoArgs, i: u32, bootstrap: Vec<directory::Multiaddr>) -> node
     if args.announce_fanout.is_some() {
         c.announce_fanout = args.announce_fanout;
     }
-    c.seed = Some(args.seed.wrapping_mul(1000).wrapping_add(u64::from(i)));
+    c.view_size = args.view_size;
+    if args.view_size > 0 {
+        // View connections are used every few rounds; what Kademlia's queries and the view's
+        // rotation open need not outlive that by a minute (both ends' sockets live in this
+        // one process).
+        c.idle_timeout = DEMO_IDLE_TIMEOUT.max(args.interval * 10);
+    }
+    c.seed = Some(args.seed.wrapping_mul(1000).wrapping_add(i as u64));
     c
 }
 
@@ -108,33 +128,34 @@ where
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let n = args.nodes as usize;
     let setup = Instant::now();
-    let first = node::Node::spawn(config(&args, 0, Vec::new())).await?;
-    let client = first.client.clone();
-    let addr: directory::Multiaddr = wait_for("node 0 to listen", Duration::from_secs(10), || {
-        let c = client.clone();
-        async move { c.status().await.ok()?.listen_addrs.first()?.parse().ok() }
-    })
-    .await?;
-    let boot = addr.with(Protocol::P2p(first.peer_id));
-    let mut nodes = vec![first];
-    for i in 1..args.nodes {
-        nodes.push(node::Node::spawn(config(&args, i, vec![boot.clone()])).await?);
+    let mut nodes = Vec::with_capacity(n);
+    let mut addrs: Vec<directory::Multiaddr> = Vec::with_capacity(n);
+    for i in 0..n {
+        let boot = bench::latency::bootstrap_choice(args.seed, i, BOOTSTRAP_DEGREE)
+            .into_iter()
+            .map(|j| addrs[j].clone())
+            .collect();
+        let (node, addr) = bench::gossipdir::spawn(config(&args, i, boot))
+            .await
+            .with_context(|| format!("starting node {i}"))?;
+        nodes.push(node);
+        addrs.push(addr);
     }
+    let spawned = setup.elapsed();
+    // Joined: every node holds every node record. Larger federations take longer to start.
+    let join_deadline = Duration::from_secs(60) + Duration::from_millis(200) * args.nodes;
     for node in &nodes {
         let c = node.client.clone();
-        wait_for(
-            "every node record everywhere",
-            Duration::from_secs(60),
-            || {
-                let c = c.clone();
-                async move { (c.status().await.ok()?.nodes == n).then_some(()) }
-            },
-        )
+        wait_for("every node record everywhere", join_deadline, || {
+            let c = c.clone();
+            async move { (c.status().await.ok()?.nodes == n).then_some(()) }
+        })
         .await?;
     }
+    let joined = setup.elapsed();
+    let at_join = Usage::now();
     eprintln!(
-        "{n} nodes up and joined in {:.2?}; running {} trials",
-        setup.elapsed(),
+        "{n} nodes spawned in {spawned:.2?}, joined in {joined:.2?}; running {} trials",
         args.trials
     );
 
@@ -200,6 +221,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         );
         trials.push((origin, trial));
     }
+    let at_end = Usage::now();
+    let conns = connections(&nodes).await?;
     for node in nodes {
         node.abort();
     }
@@ -254,6 +277,19 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "wall_ms": { "worst": worst_ms, "average": avg_ms, "best": best_ms },
         "gossip_bytes_received_per_node_per_trial": bytes_per_node,
         "bytes_counted": "encoded sync-protocol messages (periodic exchanges and pushes) received between the announcement and convergence, no transport framing",
+        "view_size": args.view_size,
+        "bootstrap": format!("each node to {BOOTSTRAP_DEGREE} random earlier nodes"),
+        "spawned_secs": spawned.as_secs_f64(),
+        "joined_secs": joined.as_secs_f64(),
+        "process": {
+            "cpu_secs_until_joined": at_join.cpu_secs,
+            "cpu_pct_of_a_core_per_node_during_trials": at_join.cpu_pct_per_node(&at_end, n),
+            "rss_mib_per_node": at_end.rss_kib as f64 / 1024.0 / n as f64,
+            "peak_rss_mib": at_end.peak_kib as f64 / 1024.0,
+            "open_fds_at_join": at_join.fds,
+            "open_fds_at_end": at_end.fds,
+            "connections_per_node_at_end": { "average": conns.0, "most": conns.1 },
+        },
     });
     let report = sim::Report::new("libp2p", &params, results, Some(extra));
     if args.json {
@@ -286,7 +322,96 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             ]
         )
     );
+    println!();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    print!(
+        "{}",
+        crate::client::table(
+            &["Process (all nodes)", "Value"],
+            &[
+                vec![
+                    "Spawned / joined (every node holds every node record)".into(),
+                    format!("{spawned:.1?} / {joined:.1?}"),
+                ],
+                vec![
+                    "Partial view".into(),
+                    if args.view_size == 0 {
+                        "off (every member)".to_owned()
+                    } else {
+                        format!("{} members", args.view_size)
+                    },
+                ],
+                vec![
+                    "CPU until joined".into(),
+                    format!("{:.1} s", at_join.cpu_secs)
+                ],
+                vec![
+                    "CPU per node during the trials".into(),
+                    format!("{:.2} % of a core", at_join.cpu_pct_per_node(&at_end, n)),
+                ],
+                vec![
+                    "Resident memory (per node) / peak".into(),
+                    format!(
+                        "{:.0} MiB ({:.2} MiB) / {:.0} MiB",
+                        mib(at_end.rss_kib),
+                        mib(at_end.rss_kib) / n as f64,
+                        mib(at_end.peak_kib)
+                    ),
+                ],
+                vec![
+                    "Open descriptors at join / end".into(),
+                    format!("{} / {}", at_join.fds, at_end.fds),
+                ],
+                vec![
+                    "Connections per node at end (avg / most)".into(),
+                    format!("{:.1} / {}", conns.0, conns.1),
+                ],
+            ]
+        )
+    );
     Ok(())
+}
+
+/// What the whole process (every node) has used so far, from `/proc` (Linux; zero elsewhere).
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    at: Instant,
+    cpu_secs: f64,
+    rss_kib: u64,
+    peak_kib: u64,
+    fds: usize,
+}
+
+impl Usage {
+    fn now() -> Usage {
+        let pid = std::process::id();
+        let (rss_kib, peak_kib) = bench::memory::proc_memory_kib(pid).unwrap_or((0, 0));
+        Usage {
+            at: Instant::now(),
+            cpu_secs: bench::memory::proc_cpu_secs(pid).unwrap_or(0.0),
+            rss_kib,
+            peak_kib,
+            fds: bench::memory::proc_open_fds(pid).unwrap_or(0),
+        }
+    }
+
+    /// Share of one core used per node between `self` and `later`, in percent.
+    fn cpu_pct_per_node(&self, later: &Usage, n: usize) -> f64 {
+        let secs = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        (later.cpu_secs - self.cpu_secs) / secs * 100.0 / n as f64
+    }
+}
+
+/// Direct connections per node: (average, most).
+async fn connections(nodes: &[node::Node]) -> anyhow::Result<(f64, usize)> {
+    let mut total = 0;
+    let mut most = 0;
+    for node in nodes {
+        let direct = node.client.status().await?.connections.direct;
+        total += direct;
+        most = most.max(direct);
+    }
+    Ok((total as f64 / nodes.len().max(1) as f64, most))
 }
 
 /// Sync-protocol bytes received so far, summed over every node.

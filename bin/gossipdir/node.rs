@@ -64,6 +64,10 @@ pub struct NodeArgs {
     /// (lazy push); 0 turns it off [default: ⌈ln N⌉ + 3 for N known nodes].
     #[arg(long, value_name = "K")]
     pub announce_fanout: Option<usize>,
+    /// Members this node gossips with in its rounds (a partial view, stable as the federation
+    /// grows, so connections stay bounded); 0 gossips with every member [default: 0].
+    #[arg(long, value_name = "K")]
+    pub view_size: Option<usize>,
     /// Lifetime of this node's node record; it is refreshed at a third of it, and the node's
     /// specialists vanish from every listing this long after the node does [default: 60s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -110,6 +114,7 @@ struct FileConfig {
     fanout: Option<usize>,
     push_fanout: Option<usize>,
     announce_fanout: Option<usize>,
+    view_size: Option<usize>,
     ttl: Option<String>,
     specialist_ttl: Option<String>,
     #[serde(default)]
@@ -193,6 +198,7 @@ impl NodeArgs {
         self.fanout = self.fanout.or(f.fanout);
         self.push_fanout = self.push_fanout.or(f.push_fanout);
         self.announce_fanout = self.announce_fanout.or(f.announce_fanout);
+        self.view_size = self.view_size.or(f.view_size);
         self.no_mdns |= f.no_mdns;
         self.relay_server |= f.relay_server;
         self.log_format = self.log_format.or(f.log_format);
@@ -261,6 +267,12 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
             bail!("--announce-fanout must be at most 64");
         }
         config.announce_fanout = Some(announce_fanout);
+    }
+    if let Some(view_size) = args.view_size {
+        if view_size == 1 || view_size > 1024 {
+            bail!("--view-size must be 0 (every member) or between 2 and 1024");
+        }
+        config.view_size = view_size;
     }
     if let Some(ttl) = args.ttl {
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {

@@ -119,6 +119,10 @@ pub struct SimulateArgs {
     /// (a record with a 5 s TTL) take to disappear from every honest node.
     #[arg(long)]
     pub measure_removal: bool,
+    /// Engine model: each node gossips with a partial view of this many members (0 = every
+    /// member).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub view: usize,
 }
 
 /// Runs `gossipdir simulate`.
@@ -136,6 +140,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         message_loss: args.message_loss,
         measure_removal: args.measure_removal,
         adversary_kind: args.adversary_kind,
+        view_size: args.view,
         ..sim::EngineModel::default()
     };
     let model: &dyn sim::Model = match args.model {
@@ -148,11 +153,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                 || args.push_feedback.is_some()
                 || args.announce_fanout.is_some()
                 || args.measure_removal
+                || args.view != 0
                 || args.adversary_kind != sim::AdversaryKind::All
             {
                 bail!(
                     "--push-fanout, --latency-ms, --timeout-ms, --message-loss, \
-                     --measure-removal and --adversary-kind apply to --model engine only"
+                     --measure-removal, --view and --adversary-kind apply to --model engine only"
                 );
             }
             &sim::RumorModel

@@ -230,28 +230,45 @@ impl Daemon {
 
     /// (VmRSS, VmHWM) in KiB.
     fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .context("the daemon is gone")?;
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok((field("VmRSS:"), field("VmHWM:")))
+        proc_memory_kib(self.pid()).context("the daemon is gone")
     }
 
     /// utime + stime of the daemon, in seconds.
     fn cpu_secs(&self) -> anyhow::Result<f64> {
-        let text = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .context("the daemon is gone")?;
-        let close = text.rfind(')').context("bad stat line")?;
-        let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-        let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        Ok((utime + stime) / TICKS_PER_SEC)
+        proc_cpu_secs(self.pid()).context("the daemon is gone")
     }
+}
+
+/// (VmRSS, VmHWM) of process `pid` in KiB, from `/proc/<pid>/status` (Linux).
+pub fn proc_memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+/// utime + stime of process `pid` in seconds, from `/proc/<pid>/stat` (Linux).
+pub fn proc_cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    let close = text.rfind(')').context("bad stat line")?;
+    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    Ok((utime + stime) / TICKS_PER_SEC)
+}
+
+/// Open file descriptors of process `pid` (Linux).
+pub fn proc_open_fds(pid: u32) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("cannot read /proc/{pid}/fd"))?
+        .count())
 }
 
 struct Api {

@@ -20,6 +20,7 @@
 //! reproducible.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use directory::{Limits, PeerId, RawRecord, Record, RecordId, Rejection, Snapshot, Store};
@@ -73,6 +74,18 @@ pub struct Config {
     pub rumor_rate_per_owner: f64,
     /// Burst of rumors allowed per owner (one owner holds at most 64 records by default).
     pub rumor_burst_per_owner: f64,
+    /// Partial view: the rounds' exchanges (and pushes, when too few peers are connected) go
+    /// to at most this many members, a random subset that stays the same as the membership
+    /// grows, so a node keeps a bounded set of connections however large the federation is.
+    /// 0: every member, uniformly (the founding design; ~N connections per node).
+    pub view_size: usize,
+    /// With a view: on average once every this many rounds, one exchange goes to a uniformly
+    /// random member instead (keeps the overlay mixing and a captured view repairable; 0 =
+    /// never).
+    pub view_rotation_rounds: u32,
+    /// With a view: a member whose exchange failed is left out of it for this many rounds
+    /// (the next member in this node's order takes its place).
+    pub view_suspect_rounds: u64,
     /// Record and store bounds.
     pub limits: Limits,
     /// Network-adjusted time (clock-skew correction).
@@ -96,6 +109,9 @@ impl Default for Config {
             max_records_per_round: 50_000,
             rumor_rate_per_owner: 1.0,
             rumor_burst_per_owner: 64.0,
+            view_size: 0,
+            view_rotation_rounds: 8,
+            view_suspect_rounds: 16,
             limits: Limits::default(),
             clock: ClockConfig::default(),
         }
@@ -289,8 +305,26 @@ pub struct Engine {
     rumor_buckets: HashMap<PeerId, (f64, u64)>,
     /// Offset of this node's clock from its peers'; records are judged in network time.
     clock: NetworkClock,
+    /// The partial view (see [`Config::view_size`]), when on.
+    view: View,
     stats: EngineStats,
 }
+
+/// A partial view: the `view_size` members ranked first by a hash keyed with a secret of this
+/// node (so no one can choose to be in it), skipping suspects.
+#[derive(Debug, Clone, Default)]
+struct View {
+    salt: u64,
+    members: Vec<PeerId>,
+    /// Membership size and round the members were computed at; `None`: recompute.
+    computed: Option<(usize, u64)>,
+    /// Members left out until the given round, after a failed exchange (bounded).
+    suspects: HashMap<PeerId, u64>,
+}
+
+/// Rounds after which the view is recomputed even if the membership size did not change (a
+/// member left and another joined).
+const VIEW_RECOMPUTE_ROUNDS: u64 = 8;
 
 impl Engine {
     /// A new engine for node `local`, with randomness from `seed`.
@@ -314,6 +348,15 @@ impl Engine {
             received_total_this_round: 0,
             rumor_buckets: HashMap::new(),
             clock,
+            view: View {
+                // From its own stream, so turning the view on or off changes no other draw.
+                salt: {
+                    let mut r = ChaCha8Rng::seed_from_u64(seed);
+                    r.set_stream(1);
+                    r.r#gen()
+                },
+                ..View::default()
+            },
             stats: EngineStats::default(),
         }
     }
@@ -404,8 +447,9 @@ impl Engine {
                 self.on_response(exchange, response, now, &mut out)
             }
             Input::Failed { exchange } => {
-                if self.pending.remove(&exchange).is_some() {
+                if let Some(failed) = self.pending.remove(&exchange) {
                     self.stats.exchanges_failed += 1;
+                    self.suspect(failed.peer);
                 }
             }
         }
@@ -429,10 +473,18 @@ impl Engine {
             *tokens + rate * now.saturating_sub(*at) as f64 / 1000.0 < burst
         });
         let timeout = self.config.exchange_timeout_ms;
-        let before = self.pending.len();
+        let timed_out: Vec<PeerId> = self
+            .pending
+            .values()
+            .filter(|p| now.saturating_sub(p.started_at) >= timeout)
+            .map(|p| p.peer)
+            .collect();
         self.pending
             .retain(|_, p| now.saturating_sub(p.started_at) < timeout);
-        self.stats.exchanges_failed += (before - self.pending.len()) as u64;
+        self.stats.exchanges_failed += timed_out.len() as u64;
+        for peer in timed_out {
+            self.suspect(peer);
+        }
 
         // A round always gossips: when exchanges that will never be answered (lost messages,
         // stalled peers) fill every slot, the oldest are abandoned to make room.
@@ -450,7 +502,17 @@ impl Engine {
             self.stats.exchanges_failed += 1;
         }
         let busy: HashSet<PeerId> = self.pending.values().map(|p| p.peer).collect();
-        for peer in self.pick_peers(wanted, &busy) {
+        let mut picked = self.pick_peers(wanted, &busy);
+        let rotation = self.config.view_rotation_rounds;
+        if !self.view.members.is_empty() && rotation > 0 && self.rng.gen_range(0..rotation) == 0 {
+            let mut exclude = busy;
+            exclude.extend(self.view.members.iter().copied());
+            if let Some(outside) = self.pick_uniform(1, &exclude).pop() {
+                picked.pop();
+                picked.push(outside);
+            }
+        }
+        for peer in picked {
             self.start_sync(peer, now, out);
         }
     }
@@ -497,9 +559,88 @@ impl Engine {
         });
     }
 
+    /// Up to `k` distinct peers for exchanges and pushes, never this node and never one in
+    /// `exclude`: uniformly from the view when there is one (and the membership is larger),
+    /// else from every member.
+    fn pick_peers(&mut self, k: usize, exclude: &HashSet<PeerId>) -> Vec<PeerId> {
+        if self.config.view_size == 0 || self.members() <= self.config.view_size {
+            return self.pick_uniform(k, exclude);
+        }
+        self.refresh_view();
+        let mut candidates: Vec<PeerId> = self
+            .view
+            .members
+            .iter()
+            .filter(|p| !exclude.contains(p))
+            .copied()
+            .collect();
+        let mut picked = Vec::with_capacity(k);
+        while picked.len() < k && !candidates.is_empty() {
+            let i = self.rng.gen_range(0..candidates.len());
+            picked.push(candidates.swap_remove(i));
+        }
+        picked
+    }
+
+    /// Node-record owners and reported peers (a peer may be counted twice).
+    fn members(&self) -> usize {
+        self.store.nodes().len() + self.peers.len()
+    }
+
+    /// Recomputes the view when the membership size changed, a member became suspect, or
+    /// every [`VIEW_RECOMPUTE_ROUNDS`] rounds.
+    fn refresh_view(&mut self) {
+        let members = self.members();
+        let round = self.stats.rounds;
+        if let Some((size, at)) = self.view.computed
+            && size == members
+            && round < at + VIEW_RECOMPUTE_ROUNDS
+        {
+            return;
+        }
+        self.view.suspects.retain(|_, until| *until > round);
+        let salt = self.view.salt;
+        let rank = |p: &PeerId| {
+            let mut h = std::hash::DefaultHasher::new();
+            salt.hash(&mut h);
+            p.hash(&mut h);
+            h.finish()
+        };
+        let mut ranked: Vec<(u64, PeerId)> = self
+            .store
+            .nodes()
+            .iter()
+            .chain(self.peers.iter())
+            .filter(|p| **p != self.local && !self.view.suspects.contains_key(p))
+            .map(|p| (rank(p), *p))
+            .collect();
+        ranked.sort_unstable();
+        ranked.dedup();
+        ranked.truncate(self.config.view_size);
+        self.view.members = ranked.into_iter().map(|(_, p)| p).collect();
+        self.view.computed = Some((members, round));
+    }
+
+    /// An exchange with `peer` failed: a member of the view is left out of it for a while.
+    fn suspect(&mut self, peer: PeerId) {
+        if self.config.view_size == 0 || !self.view.members.contains(&peer) {
+            return;
+        }
+        if self.view.suspects.len() < 4 * self.config.view_size {
+            let until = self.stats.rounds + self.config.view_suspect_rounds;
+            self.view.suspects.insert(peer, until);
+            self.view.computed = None;
+        }
+    }
+
+    /// The members of the view (empty when there is none).
+    pub fn view(&self) -> &[PeerId] {
+        &self.view.members
+    }
+
     /// Up to `k` distinct peers, uniformly from node-record owners and reported peers,
     /// never this node and never one in `exclude`.
-    fn pick_peers(&mut self, k: usize, exclude: &HashSet<PeerId>) -> Vec<PeerId> {
+    fn pick_uniform(&mut self, k: usize, exclude: &HashSet<PeerId>) -> Vec<PeerId> {
         let nodes = self.store.nodes();
         let total = nodes.len() + self.peers.len();
         let mut picked: Vec<PeerId> = Vec::with_capacity(k);

@@ -48,6 +48,9 @@ pub struct NodeConfig {
     /// Further peers told only the ids of news, which fetch what they lack (`None`: the
     /// engine's ⌈ln N⌉ + 3; `Some(0)`: off).
     pub announce_fanout: Option<usize>,
+    /// Members this node gossips with in its rounds, a random subset stable as the
+    /// federation grows, so that connections stay bounded (0: every member).
+    pub view_size: usize,
     /// Lifetime of this node's node record (refreshed at a third of it): how long the node's
     /// specialists stay listed after it disappears.
     pub ttl: Duration,
@@ -72,6 +75,9 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// Members a node gossips with by default (partial view; 0 = every member).
+    pub const DEFAULT_VIEW_SIZE: usize = 0;
+
     /// Defaults around a key: listen on TCP and QUIC port 4101 on all interfaces.
     pub fn new(keypair: Keypair) -> Self {
         Self {
@@ -85,6 +91,7 @@ impl NodeConfig {
             fanout: 2,
             push_fanout: gossip::Config::default().push_fanout,
             announce_fanout: gossip::Config::default().announce_fanout,
+            view_size: Self::DEFAULT_VIEW_SIZE,
             ttl: DEFAULT_TTL,
             specialist_ttl: DEFAULT_SPECIALIST_TTL,
             mdns: true,

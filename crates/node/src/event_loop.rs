@@ -132,6 +132,7 @@ impl EventLoop {
             fanout: config.fanout,
             push_fanout: config.push_fanout,
             announce_fanout: config.announce_fanout,
+            view_size: config.view_size,
             max_message_bytes: config.max_message_bytes,
             exchange_timeout_ms: config.request_timeout.as_millis() as u64,
             ..gossip::Config::default()
@@ -364,7 +365,11 @@ impl EventLoop {
         if self.stopping.is_none() {
             self.follow_clock_correction();
             self.refresh_records(now);
-            if Instant::now() >= self.next_walk {
+            // With a partial view, membership comes from the directory itself: random walks
+            // (each dials ~20 peers) only help until the view is full.
+            let view_full =
+                self.config.view_size > 0 && self.engine.view().len() >= self.config.view_size;
+            if !view_full && Instant::now() >= self.next_walk {
                 self.next_walk = Instant::now() + self.config.random_walk;
                 self.swarm
                     .behaviour_mut()

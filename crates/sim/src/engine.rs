@@ -142,6 +142,8 @@ pub struct EngineModel {
     pub join_peers: usize,
     /// What the adversarial nodes do (`--adversary-kind`; all of it by default).
     pub adversary_kind: AdversaryKind,
+    /// Members each node gossips with (`Config::view_size`; 0 = every member).
+    pub view_size: usize,
 }
 
 /// One kind of adversarial behaviour, or all of them at once.
@@ -221,6 +223,7 @@ impl Default for EngineModel {
             expiry_ttl_ms: 5_000,
             join_peers: 8,
             adversary_kind: AdversaryKind::All,
+            view_size: Config::default().view_size,
         }
     }
 }
@@ -393,6 +396,9 @@ pub struct EngineSummary {
     pub push_fanout: usize,
     #[serde(default)]
     pub announce_fanout: Option<usize>,
+    /// Partial view size (0 = every member).
+    #[serde(default)]
+    pub view_size: usize,
     pub latency_ms: u64,
     pub interval_ms: u64,
     pub timeout_ms: u64,
@@ -450,6 +456,7 @@ impl EngineSummary {
         let mut s = EngineSummary {
             push_fanout: model.push_fanout,
             announce_fanout: model.announce_fanout,
+            view_size: model.view_size,
             latency_ms: model.latency_ms,
             interval_ms: model.interval_ms,
             timeout_ms: model.timeout_ms,
@@ -502,6 +509,9 @@ impl EngineSummary {
                 self.latency_ms
             ),
         ]];
+        if self.view_size > 0 {
+            rows.push(["Partial view".into(), format!("{} members", self.view_size)]);
+        }
         if let Some(t) = &self.time_ms {
             rows.push(["Time to converge".into(), spread(t, "ms")]);
         }
@@ -797,6 +807,7 @@ impl<'a> Sim<'a> {
                 push_fanout: self.model.push_fanout,
                 push_feedback_forwards: self.model.push_feedback,
                 announce_fanout: self.model.announce_fanout,
+                view_size: self.model.view_size,
                 ..Config::default()
             };
             Box::new(Engine::new(peer, config, self.rng.r#gen()))

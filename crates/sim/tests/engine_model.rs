@@ -289,3 +289,23 @@ fn each_kind_of_adversary_at_ten_and_thirty_percent_is_contained() {
         }
     }
 }
+
+/// A partial view of 6 at N = 100: every trial converges (push on news and rotation keep the
+/// overlay connected), and every node's view is full.
+#[test]
+fn a_partial_view_converges_and_every_view_is_full() {
+    let m = EngineModel {
+        view_size: 6,
+        ..model(2)
+    };
+    let p = params(100, 1);
+    for seed in 1..4 {
+        let mut views = 0;
+        let (rounds, _) = m.simulate_inspect(&p, seed, |engine| {
+            assert_eq!(engine.view().len(), 6);
+            views += 1;
+        });
+        assert!(rounds.is_some(), "seed {seed}");
+        assert_eq!(views, 100);
+    }
+}
