@@ -1,10 +1,11 @@
 //! `gossipdir demo`: N real nodes in one process on 127.0.0.1 (real TCP transport, noise,
-//! yamux and the real sync protocol; mDNS off), each bootstrapped to two random earlier nodes. Each trial
-//! announces a new specialist on a random node and measures how many rounds (ticks of the
-//! announcing node) and how much wall time pass until every node holds it.
+//! yamux and the real sync protocol; mDNS off), each bootstrapped to two random earlier nodes.
+//! Each trial announces a new specialist on a random node and measures how many rounds (ticks
+//! of the announcing node) and how much wall time pass until every node holds it.
 //!
-//! The engine also pushes news at once (rumor mongering, `--push-fanout`, 2 by default), so a specialist
-//! often reaches every node before a single round has passed: such trials count 0 rounds.
+//! The engine also pushes news at once (rumor mongering: `--push-fanout` eager pushes, 1 by
+//! default, and id announcements to `--announce-fanout` more), so a specialist often reaches
+//! every node before a single round has passed: such trials count 0 rounds.
 
 use std::time::{Duration, Instant};
 
