@@ -31,6 +31,9 @@ pub struct Merged {
     pub new_key: bool,
     /// The record replaced a conflicting version with the same seq.
     pub conflict: bool,
+    /// The record only extends the life of the held version: same content, same withdrawn
+    /// flag, a newer seq and expiry (an owner's periodic re-signing).
+    pub refresh: bool,
 }
 
 /// Counters, for metrics and status.
@@ -194,12 +197,17 @@ impl Store {
         if conflict {
             self.stats.conflicts += 1;
         }
+        let refresh = !conflict
+            && previous.as_ref().is_some_and(|p| {
+                p.withdrawn() == record.withdrawn() && p.body().content == record.body().content
+            });
         let record = Arc::new(record);
         self.insert(key, record.clone());
         Ok(Merged {
             record,
             new_key: previous.is_none(),
             conflict,
+            refresh,
         })
     }
 

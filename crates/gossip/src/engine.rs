@@ -202,6 +202,8 @@ pub struct EngineStats {
     pub records_deferred: u64,
     /// News not pushed on because its owner exceeded its rumor rate.
     pub rumors_suppressed: u64,
+    /// Refreshes merged from peers and left to the rounds rather than pushed on.
+    pub refreshes_not_forwarded: u64,
     /// Id announcements sent (lazy pushes).
     pub announces_sent: u64,
     /// Announced ids this node lacked and fetched.
@@ -1005,7 +1007,15 @@ impl Engine {
                 Ok(m) => {
                     merged += 1;
                     self.stats.records_merged += 1;
-                    self.news.push(m.record);
+                    // A refresh is not news: its owner pushed it to a few peers and the
+                    // rounds carry it on, long before the version it replaces expires.
+                    // Forwarding it too would make every node send ~ln N messages per
+                    // refresh, N·ln N per refresh in all.
+                    if m.refresh {
+                        self.stats.refreshes_not_forwarded += 1;
+                    } else {
+                        self.news.push(m.record);
+                    }
                 }
                 Err(reason) if reason.is_misbehaviour() => {
                     out.push(Output::Misbehaved { peer: from, reason });

@@ -61,6 +61,18 @@ pub enum Request {
     Have(Vec<ByteBuf>),
 }
 
+impl Request {
+    /// The request's kind, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Summary(..) => "summary",
+            Request::Reconcile(..) => "reconcile",
+            Request::Push(..) => "push",
+            Request::Have(..) => "have",
+        }
+    }
+}
+
 /// A response: exactly one per request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {

@@ -369,6 +369,40 @@ fn news_is_pushed_on_once_to_push_fanout_peers() {
     assert!(!out.iter().any(|o| matches!(o, Output::Send { .. })));
 }
 
+/// A refresh (same content, newer seq and expiry) from a peer is merged but not pushed on:
+/// the owner pushed it, the rounds carry it further. A changed content is news again.
+#[test]
+fn a_refresh_is_merged_but_not_pushed_on_a_change_is() {
+    let mut e = engine_with_peers(Config::default(), 10);
+    let kp = keypair(77);
+    let ttl = 60_000;
+    let first = directory::sample::node(&kp, 1, NOW - 1000, ttl);
+    let refresh = directory::sample::node(&kp, 2, NOW - 500, ttl);
+    let out = push(&mut e, PeerId::random(), std::slice::from_ref(&first));
+    assert_ne!(sends(&out), (0, 0), "a new key is news");
+    let out = push(&mut e, PeerId::random(), std::slice::from_ref(&refresh));
+    assert_eq!(sends(&out), (0, 0), "a refresh is not");
+    assert_eq!(e.store().get(&refresh.key()).map(|r| r.seq()), Some(2));
+    assert_eq!(e.stats().refreshes_not_forwarded, 1);
+    let resign = |seq: u64, edit: &dyn Fn(&mut directory::Body)| {
+        let mut body = refresh.body().clone();
+        body.seq = seq;
+        edit(&mut body);
+        Record::sign(body, &kp, &Limits::default()).unwrap()
+    };
+    let changed = resign(3, &|b| {
+        b.content = directory::Content::Node(directory::NodeInfo {
+            addrs: vec!["/ip4/10.0.0.1/tcp/4101".parse().unwrap()],
+            protocol: "gossipdir/1".to_owned(),
+        })
+    });
+    let withdrawn = resign(4, &|b| b.withdrawn = true);
+    for news in [changed, withdrawn] {
+        let out = push(&mut e, PeerId::random(), std::slice::from_ref(&news));
+        assert_ne!(sends(&out), (0, 0), "seq {} is news", news.seq());
+    }
+}
+
 /// The requests of `out` by kind: (pushes, id announcements).
 fn sends(out: &[Output]) -> (usize, usize) {
     let count = |f: fn(&Request) -> bool| {

@@ -27,7 +27,8 @@ pub struct Behaviour {
     pub memory: memory_connection_limits::Behaviour,
     pub sync: request_response::Behaviour<SyncCodec>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Off with a partial view (see [`NodeConfig::kademlia`]).
+    pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub autonat: autonat::Behaviour,
@@ -49,6 +50,7 @@ pub fn build_swarm(
     let mdns_on = config.mdns;
     let relay_server = config.relay_server;
     let idle = config.idle_timeout;
+    let kad_on = config.kademlia();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_tcp(
@@ -77,12 +79,18 @@ pub fn build_swarm(
             } else {
                 None
             };
-            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-            kad_config.set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
-            let mut kad =
-                kad::Behaviour::with_config(local, kad::store::MemoryStore::new(local), kad_config);
-            // Every node serves the DHT: nodes behind NAT are reached through relays anyway.
-            kad.set_mode(Some(kad::Mode::Server));
+            let kad = kad_on.then(|| {
+                let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+                kad_config.set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
+                let mut kad = kad::Behaviour::with_config(
+                    local,
+                    kad::store::MemoryStore::new(local),
+                    kad_config,
+                );
+                // Every node serves the DHT: nodes behind NAT are reached through relays.
+                kad.set_mode(Some(kad::Mode::Server));
+                kad
+            });
             let identify = identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                     .with_agent_version(format!("gossipdir/{}", env!("CARGO_PKG_VERSION")))
@@ -112,7 +120,7 @@ pub fn build_swarm(
                 memory: memory_connection_limits::Behaviour::with_max_percentage(0.9),
                 sync,
                 mdns: Toggle::from(mdns),
-                kad,
+                kad: Toggle::from(kad),
                 identify,
                 ping: ping::Behaviour::new(ping::Config::new()),
                 autonat,

@@ -49,7 +49,8 @@ pub struct NodeConfig {
     /// engine's ⌈ln N⌉ + 3; `Some(0)`: off).
     pub announce_fanout: Option<usize>,
     /// Members this node gossips with in its rounds, a random subset stable as the
-    /// federation grows, so that connections stay bounded (0: every member).
+    /// federation grows, so that connections stay bounded (0: every member). With a view,
+    /// the node runs no Kademlia (see [`NodeConfig::kademlia`]).
     pub view_size: usize,
     /// Lifetime of this node's node record (refreshed at a third of it): how long the node's
     /// specialists stay listed after it disappears.
@@ -77,6 +78,15 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// Members a node gossips with by default (partial view; 0 = every member).
     pub const DEFAULT_VIEW_SIZE: usize = 0;
+
+    /// Whether the node runs Kademlia (bootstrap query, random walks, serving the DHT). Not
+    /// with a partial view: membership then comes from bootstrap peers, mDNS and the
+    /// directory's node records (which carry addresses), and Kademlia's queries (libp2p
+    /// re-bootstraps whenever a peer enters a small routing table) open connections to
+    /// ~k·log N peers per joining node, the very cost the view bounds.
+    pub fn kademlia(&self) -> bool {
+        self.view_size == 0
+    }
 
     /// Defaults around a key: listen on TCP and QUIC port 4101 on all interfaces.
     pub fn new(keypair: Keypair) -> Self {

@@ -198,10 +198,9 @@ impl EventLoop {
             }
             self.bootstrap_peers.insert(peer);
             let bare = without_p2p(&addr);
-            self.swarm
-                .behaviour_mut()
-                .kad
-                .add_address(&peer, bare.clone());
+            if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                kad.add_address(&peer, bare.clone());
+            }
             self.swarm.add_peer_address(peer, bare.clone());
             self.remember_addr(peer, bare);
             self.feed(Input::PeerDiscovered(peer));
@@ -209,8 +208,10 @@ impl EventLoop {
                 warn!(%addr, "cannot dial bootstrap peer: {e}");
             }
         }
-        if !self.bootstrap_peers.is_empty() {
-            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        if !self.bootstrap_peers.is_empty()
+            && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+        {
+            let _ = kad.bootstrap();
         }
         for relay in self.config.relays.clone() {
             if peer_of(&relay).is_none() {
@@ -274,6 +275,9 @@ impl EventLoop {
                         continue;
                     }
                     let addrs = self.dial_addrs(&to);
+                    if !self.swarm.is_connected(&to) {
+                        debug!(%to, request = request.kind(), "dialing to send a request");
+                    }
                     let id = self
                         .swarm
                         .behaviour_mut()
@@ -365,16 +369,11 @@ impl EventLoop {
         if self.stopping.is_none() {
             self.follow_clock_correction();
             self.refresh_records(now);
-            // With a partial view, membership comes from the directory itself: random walks
-            // (each dials ~20 peers) only help until the view is full.
-            let view_full =
-                self.config.view_size > 0 && self.engine.view().len() >= self.config.view_size;
-            if !view_full && Instant::now() >= self.next_walk {
+            if Instant::now() >= self.next_walk
+                && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+            {
                 self.next_walk = Instant::now() + self.config.random_walk;
-                self.swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_closest_peers(PeerId::random());
+                kad.get_closest_peers(PeerId::random());
             }
             if Instant::now() >= self.relay_retry_at {
                 self.listen_on_relays();
@@ -1018,12 +1017,11 @@ impl EventLoop {
                         .take(MAX_ADDRS_PER_PEER)
                         .cloned()
                         .collect();
-                    if speaks(KAD_PROTOCOL.as_ref()) {
+                    if speaks(KAD_PROTOCOL.as_ref())
+                        && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+                    {
                         for a in &addrs {
-                            self.swarm
-                                .behaviour_mut()
-                                .kad
-                                .add_address(&peer_id, a.clone());
+                            kad.add_address(&peer_id, a.clone());
                         }
                     }
                     if speaks(RELAY_HOP_PROTOCOL)
