@@ -66,7 +66,8 @@ pub struct NodeArgs {
     pub announce_fanout: Option<usize>,
     /// Members this node gossips with in its rounds (a partial view, stable as the federation
     /// grows, so connections stay bounded); 0 gossips with every member [default: 0]. With a
-    /// view, peers come from bootstrap peers, mDNS and node records; Kademlia runs no queries.
+    /// view, peers come from bootstrap peers, mDNS and node records (no Kademlia), and
+    /// refreshes learnt from peers are left to the rounds instead of pushed on.
     #[arg(long, value_name = "K")]
     pub view_size: Option<usize>,
     /// Lifetime of this node's node record; it is refreshed at a third of it, and the node's

@@ -86,6 +86,12 @@ pub struct Config {
     /// With a view: a member whose exchange failed is left out of it for this many rounds
     /// (the next member in this node's order takes its place).
     pub view_suspect_rounds: u64,
+    /// Push on (rumor) refreshes merged from peers: records that only extend the life of the
+    /// held version. On, every node sends ~ln N + 4 messages per refresh it learns (the bytes
+    /// stay near the minimum); off, the owner's own pushes and then the rounds carry them,
+    /// long before the version they replace expires (fewer messages, more bytes in the
+    /// Negentropy steps).
+    pub forward_refreshes: bool,
     /// Record and store bounds.
     pub limits: Limits,
     /// Network-adjusted time (clock-skew correction).
@@ -112,6 +118,7 @@ impl Default for Config {
             view_size: 0,
             view_rotation_rounds: 8,
             view_suspect_rounds: 16,
+            forward_refreshes: true,
             limits: Limits::default(),
             clock: ClockConfig::default(),
         }
@@ -202,7 +209,8 @@ pub struct EngineStats {
     pub records_deferred: u64,
     /// News not pushed on because its owner exceeded its rumor rate.
     pub rumors_suppressed: u64,
-    /// Refreshes merged from peers and left to the rounds rather than pushed on.
+    /// Refreshes merged from peers and left to the rounds rather than pushed on (see
+    /// [`Config::forward_refreshes`]).
     pub refreshes_not_forwarded: u64,
     /// Id announcements sent (lazy pushes).
     pub announces_sent: u64,
@@ -1007,11 +1015,7 @@ impl Engine {
                 Ok(m) => {
                     merged += 1;
                     self.stats.records_merged += 1;
-                    // A refresh is not news: its owner pushed it to a few peers and the
-                    // rounds carry it on, long before the version it replaces expires.
-                    // Forwarding it too would make every node send ~ln N messages per
-                    // refresh, N·ln N per refresh in all.
-                    if m.refresh {
+                    if m.refresh && !self.config.forward_refreshes {
                         self.stats.refreshes_not_forwarded += 1;
                     } else {
                         self.news.push(m.record);
@@ -1093,14 +1097,28 @@ impl Engine {
     }
 
     /// Up to `k` distinct members for news: uniformly among the connected ones first (a push
-    /// over an open connection costs no dial), then uniformly among all members.
+    /// over an open connection costs no dial), then uniformly among all members. With a
+    /// view, only its members (connected ones first): news then travels the same bounded
+    /// set of links as the rounds, and a connection outside the view (a rotation's) is not
+    /// kept open by the pushes it would otherwise attract.
     fn pick_push_peers(&mut self, k: usize) -> Vec<PeerId> {
+        let view = self.config.view_size > 0 && self.members() > self.config.view_size;
+        if view {
+            self.refresh_view();
+        }
         let store = &self.store;
         let peers = &self.peers;
+        let members = &self.view.members;
         let mut connected: Vec<PeerId> = self
             .connected
             .iter()
-            .filter(|p| store.nodes().contains(*p) || peers.contains(*p))
+            .filter(|p| {
+                if view {
+                    members.contains(*p)
+                } else {
+                    store.nodes().contains(*p) || peers.contains(*p)
+                }
+            })
             .copied()
             .collect();
         let mut picked = Vec::with_capacity(k);

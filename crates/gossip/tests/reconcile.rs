@@ -369,11 +369,15 @@ fn news_is_pushed_on_once_to_push_fanout_peers() {
     assert!(!out.iter().any(|o| matches!(o, Output::Send { .. })));
 }
 
-/// A refresh (same content, newer seq and expiry) from a peer is merged but not pushed on:
-/// the owner pushed it, the rounds carry it further. A changed content is news again.
+/// Without `forward_refreshes`, a refresh (same content, newer seq and expiry) from a peer
+/// is merged but not pushed on; a changed content or a withdrawal is news again.
 #[test]
-fn a_refresh_is_merged_but_not_pushed_on_a_change_is() {
-    let mut e = engine_with_peers(Config::default(), 10);
+fn a_refresh_is_merged_but_not_pushed_on_when_refreshes_are_not_forwarded() {
+    let config = Config {
+        forward_refreshes: false,
+        ..Config::default()
+    };
+    let mut e = engine_with_peers(config, 10);
     let kp = keypair(77);
     let ttl = 60_000;
     let first = directory::sample::node(&kp, 1, NOW - 1000, ttl);

@@ -125,3 +125,38 @@ fn a_member_whose_exchange_failed_is_replaced_for_a_while() {
     let later: HashSet<PeerId> = e.view().iter().copied().collect();
     assert_eq!(later, before);
 }
+
+#[test]
+fn news_goes_to_view_members_even_when_others_are_connected() {
+    let config = Config {
+        view_size: 8,
+        ..Config::default()
+    };
+    let mut e = Engine::new(keypair(1).public().to_peer_id(), config, 7);
+    for i in 0..PEERS {
+        e.handle(
+            Input::PeerDiscovered(keypair(100 + i).public().to_peer_id()),
+            NOW,
+        );
+    }
+    let first = directory::sample::node(&keypair(4), 1, NOW - 1000, 60_000);
+    e.handle(Input::Publish(first), NOW);
+    let view: HashSet<PeerId> = e.view().iter().copied().collect();
+    for i in 0..PEERS {
+        let peer = keypair(100 + i).public().to_peer_id();
+        if !view.contains(&peer) {
+            e.handle(Input::Connected(peer), NOW);
+        }
+    }
+    let record = directory::sample::node(&keypair(5), 1, NOW - 1000, 60_000);
+    let targets: Vec<PeerId> = e
+        .handle(Input::Publish(record), NOW)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert!(!targets.is_empty());
+    assert!(targets.iter().all(|t| view.contains(t)), "{targets:?}");
+}

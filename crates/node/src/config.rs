@@ -50,7 +50,8 @@ pub struct NodeConfig {
     pub announce_fanout: Option<usize>,
     /// Members this node gossips with in its rounds, a random subset stable as the
     /// federation grows, so that connections stay bounded (0: every member). With a view,
-    /// the node runs no Kademlia (see [`NodeConfig::kademlia`]).
+    /// the node runs no Kademlia (see [`NodeConfig::kademlia`]) and leaves the refreshes it
+    /// merges to the rounds (`gossip::Config::forward_refreshes`).
     pub view_size: usize,
     /// Lifetime of this node's node record (refreshed at a third of it): how long the node's
     /// specialists stay listed after it disappears.

@@ -133,6 +133,8 @@ impl EventLoop {
             push_fanout: config.push_fanout,
             announce_fanout: config.announce_fanout,
             view_size: config.view_size,
+            // A federation large enough for a view would send ~N·ln N messages per refresh.
+            forward_refreshes: config.view_size == 0,
             max_message_bytes: config.max_message_bytes,
             exchange_timeout_ms: config.request_timeout.as_millis() as u64,
             ..gossip::Config::default()
