@@ -332,6 +332,16 @@ struct View {
     suspects: HashMap<PeerId, u64>,
 }
 
+/// Up to `k` of `from`, drawn uniformly without replacement.
+fn take_random(rng: &mut ChaCha8Rng, mut from: Vec<PeerId>, k: usize) -> Vec<PeerId> {
+    let mut picked = Vec::with_capacity(k.min(from.len()));
+    while picked.len() < k && !from.is_empty() {
+        let i = rng.gen_range(0..from.len());
+        picked.push(from.swap_remove(i));
+    }
+    picked
+}
+
 /// Rounds after which the view is recomputed even if the membership size did not change (a
 /// member left and another joined).
 const VIEW_RECOMPUTE_ROUNDS: u64 = 8;
@@ -577,19 +587,14 @@ impl Engine {
             return self.pick_uniform(k, exclude);
         }
         self.refresh_view();
-        let mut candidates: Vec<PeerId> = self
+        let candidates: Vec<PeerId> = self
             .view
             .members
             .iter()
             .filter(|p| !exclude.contains(p))
             .copied()
             .collect();
-        let mut picked = Vec::with_capacity(k);
-        while picked.len() < k && !candidates.is_empty() {
-            let i = self.rng.gen_range(0..candidates.len());
-            picked.push(candidates.swap_remove(i));
-        }
-        picked
+        take_random(&mut self.rng, candidates, k)
     }
 
     /// Node-record owners and reported peers (a peer may be counted twice).
@@ -1109,7 +1114,7 @@ impl Engine {
         let store = &self.store;
         let peers = &self.peers;
         let members = &self.view.members;
-        let mut connected: Vec<PeerId> = self
+        let connected: Vec<PeerId> = self
             .connected
             .iter()
             .filter(|p| {
@@ -1121,11 +1126,7 @@ impl Engine {
             })
             .copied()
             .collect();
-        let mut picked = Vec::with_capacity(k);
-        while picked.len() < k && !connected.is_empty() {
-            let i = self.rng.gen_range(0..connected.len());
-            picked.push(connected.swap_remove(i));
-        }
+        let mut picked = take_random(&mut self.rng, connected, k);
         if picked.len() < k {
             let exclude: HashSet<PeerId> = picked.iter().copied().collect();
             let more = self.pick_peers(k - picked.len(), &exclude);
