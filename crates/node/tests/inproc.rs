@@ -291,3 +291,62 @@ async fn bad_announcements_are_refused_and_nothing_is_stored() {
         node.shutdown().await;
     }
 }
+
+/// With a partial view of 2, sixteen nodes that all bootstrap to node 0 (and run no
+/// Kademlia) still learn every member from the directory, spread a specialist to everyone, and
+/// keep a bounded number of connections: their view's, the views they are in, a rotation link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_partial_view_news_spreads_over_bounded_connections() {
+    const N: usize = 16;
+    let view = |bootstrap: Vec<Multiaddr>| {
+        let mut c = config(bootstrap);
+        c.view_size = 2;
+        // Links the view does not use (the bootstrap link, a rotation's) close soon after.
+        c.idle_timeout = Duration::from_secs(1);
+        c
+    };
+    let first = Node::spawn(view(Vec::new())).await.unwrap();
+    let boot = bootstrap_addr(&first).await;
+    let mut nodes = vec![first];
+    for _ in 1..N {
+        nodes.push(Node::spawn(view(vec![boot.clone()])).await.unwrap());
+    }
+    for node in &nodes {
+        eventually("all node records", Duration::from_secs(20), || {
+            let c = node.client.clone();
+            async move { (c.status().await.ok()?.nodes == N).then_some(()) }
+        })
+        .await;
+    }
+    nodes[N - 1]
+        .client
+        .announce(announce("summarizer", "summarize"))
+        .await
+        .unwrap();
+    for node in &nodes {
+        eventually(
+            "the specialist everywhere",
+            Duration::from_secs(10),
+            || async { (!find(node, "summarize").await.is_empty()).then_some(()) },
+        )
+        .await;
+    }
+    // Out-links 2, in-links 2 on average, plus a rotation link now and then; against N - 1 = 15
+    // for a full mesh. Measured after the bootstrap links have had time to go idle.
+    eventually(
+        "at most 7 connections per node",
+        Duration::from_secs(20),
+        || async {
+            let mut total = 0;
+            for node in &nodes {
+                total += node.client.status().await.ok()?.connections.direct;
+            }
+            let average = total as f64 / N as f64;
+            (average <= 7.0).then_some(())
+        },
+    )
+    .await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
