@@ -74,8 +74,8 @@ pub struct Config {
     pub rumor_rate_per_owner: f64,
     /// Burst of rumors allowed per owner (one owner holds at most 64 records by default).
     pub rumor_burst_per_owner: f64,
-    /// Partial view: the rounds' exchanges (and pushes, when too few peers are connected) go
-    /// to at most this many members, a random subset that stays the same as the membership
+    /// Partial view: the rounds' exchanges, pushes and announcements go to at most this many
+    /// members, a random subset that stays the same as the membership
     /// grows, so a node keeps a bounded set of connections however large the federation is.
     /// 0: every member, uniformly (the founding design; ~N connections per node).
     pub view_size: usize,
@@ -583,7 +583,7 @@ impl Engine {
     /// `exclude`: uniformly from the view when there is one (and the membership is larger),
     /// else from every member.
     fn pick_peers(&mut self, k: usize, exclude: &HashSet<PeerId>) -> Vec<PeerId> {
-        if self.config.view_size == 0 || self.members() <= self.config.view_size {
+        if !self.view_on() {
             return self.pick_uniform(k, exclude);
         }
         self.refresh_view();
@@ -595,6 +595,11 @@ impl Engine {
             .copied()
             .collect();
         take_random(&mut self.rng, candidates, k)
+    }
+
+    /// Whether picks go to the view: one is configured and the membership is larger.
+    fn view_on(&self) -> bool {
+        self.config.view_size > 0 && self.members() > self.config.view_size
     }
 
     /// Node-record owners and reported peers (a peer may be counted twice).
@@ -1107,7 +1112,7 @@ impl Engine {
     /// set of links as the rounds, and a connection outside the view (a rotation's) is not
     /// kept open by the pushes it would otherwise attract.
     fn pick_push_peers(&mut self, k: usize) -> Vec<PeerId> {
-        let view = self.config.view_size > 0 && self.members() > self.config.view_size;
+        let view = self.view_on();
         if view {
             self.refresh_view();
         }
@@ -1137,10 +1142,9 @@ impl Engine {
 
     /// Peers the ids of news go to (besides the eager pushes).
     pub fn announce_fanout(&self) -> usize {
-        self.config.announce_fanout.unwrap_or_else(|| {
-            let members = self.store.nodes().len() + self.peers.len();
-            (members.max(1) as f64).ln().ceil() as usize + 3
-        })
+        self.config
+            .announce_fanout
+            .unwrap_or_else(|| (self.members().max(1) as f64).ln().ceil() as usize + 3)
     }
 
     /// Answers an id announcement: starts fetching, from the announcer, the ids this node

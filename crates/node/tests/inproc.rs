@@ -52,15 +52,25 @@ async fn bootstrap_addr(node: &Node) -> Multiaddr {
 
 /// Node 0, then `n - 1` nodes bootstrapping to it.
 async fn network(n: usize) -> Vec<Node> {
-    let first = Node::spawn(config(Vec::new())).await.unwrap();
+    network_of(n, config, Duration::from_secs(10)).await
+}
+
+/// [`network`] with nodes configured by `make` (given their bootstrap addresses), waiting up
+/// to `join` for every node to hold every node record.
+async fn network_of(
+    n: usize,
+    make: impl Fn(Vec<Multiaddr>) -> NodeConfig,
+    join: Duration,
+) -> Vec<Node> {
+    let first = Node::spawn(make(Vec::new())).await.unwrap();
     let boot = bootstrap_addr(&first).await;
     let mut nodes = vec![first];
     for _ in 1..n {
-        nodes.push(Node::spawn(config(vec![boot.clone()])).await.unwrap());
+        nodes.push(Node::spawn(make(vec![boot.clone()])).await.unwrap());
     }
     // Everyone knows everyone's node record.
     for node in &nodes {
-        eventually("all node records", Duration::from_secs(10), || {
+        eventually("all node records", join, || {
             let c = node.client.clone();
             async move { (c.status().await.ok()?.nodes == n).then_some(()) }
         })
@@ -305,19 +315,7 @@ async fn with_a_partial_view_news_spreads_over_bounded_connections() {
         c.idle_timeout = Duration::from_secs(1);
         c
     };
-    let first = Node::spawn(view(Vec::new())).await.unwrap();
-    let boot = bootstrap_addr(&first).await;
-    let mut nodes = vec![first];
-    for _ in 1..N {
-        nodes.push(Node::spawn(view(vec![boot.clone()])).await.unwrap());
-    }
-    for node in &nodes {
-        eventually("all node records", Duration::from_secs(20), || {
-            let c = node.client.clone();
-            async move { (c.status().await.ok()?.nodes == N).then_some(()) }
-        })
-        .await;
-    }
+    let nodes = network_of(N, view, Duration::from_secs(20)).await;
     nodes[N - 1]
         .client
         .announce(announce("summarizer", "summarize"))
