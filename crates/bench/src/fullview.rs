@@ -555,6 +555,7 @@ impl Net {
                     queue.extend(out.into_iter().map(|o| (requester, o)));
                 }
                 Output::Misbehaved { .. } => self.misbehaved += 1,
+                Output::Merged(_) => {}
             }
         }
         Ok(())

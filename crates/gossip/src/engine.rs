@@ -58,8 +58,13 @@ pub struct Config {
     pub exchange_timeout_ms: u64,
     /// Most request/response round trips in one exchange; the rest waits for the next round.
     pub max_round_trips: u32,
-    /// Most outbound exchanges in flight at once.
+    /// Most full exchanges (periodic reconciliations) in flight at once.
     pub max_exchanges: usize,
+    /// Most rumor exchanges (pushes, id announcements and fetches of announced ids) in flight
+    /// at once. Counted apart from `max_exchanges`: one news item takes `push_fanout +
+    /// announce_fanout` of them for a round trip, and a few news items at once (node records
+    /// being refreshed) must not leave the next one unsent while reconciliations are running.
+    pub max_rumor_exchanges: usize,
     /// Most peers the caller may report (beyond node records).
     pub max_peers: usize,
     /// Most records remembered as already pushed on (deduplication of rumors).
@@ -109,6 +114,7 @@ impl Default for Config {
             exchange_timeout_ms: 10_000,
             max_round_trips: 32,
             max_exchanges: 16,
+            max_rumor_exchanges: 128,
             max_peers: 4096,
             max_rumor_memory: 65_536,
             max_records_per_peer_per_round: 20_000,
@@ -188,6 +194,10 @@ pub enum Output {
     },
     /// `peer` sent a record that breaks the protocol (forged, malformed, out of bounds).
     Misbehaved { peer: PeerId, reason: Rejection },
+    /// Records this input merged into the store (new keys, newer versions, withdrawals; this
+    /// node's own included), in merge order: a change feed for whoever watches the directory.
+    /// Last of the input's outputs; absent when nothing was merged.
+    Merged(Vec<Arc<Record>>),
 }
 
 /// Counters, for metrics and the simulator.
@@ -225,6 +235,17 @@ enum Exchange {
     Push(Arc<Vec<RawRecord>>, u32),
     /// An id announcement (lazy push).
     Have,
+}
+
+impl Exchange {
+    /// Pushes, announcements and fetches of announced ids (a sync without a snapshot), as
+    /// opposed to full reconciliations.
+    fn is_rumor(&self) -> bool {
+        match self {
+            Exchange::Sync(state) => state.snapshot.is_none(),
+            Exchange::Push(..) | Exchange::Have => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +321,8 @@ pub struct Engine {
     next_exchange: ExchangeId,
     /// Records new to this node, to push on at the end of the current input.
     news: Vec<Arc<Record>>,
+    /// Records merged during the current input, reported with [`Output::Merged`].
+    merged: Vec<Arc<Record>>,
     /// Ids already pushed on, oldest first (bounded).
     rumored: VecDeque<RecordId>,
     /// The same ids by prefix: deduplicates rumors, tells which announced prefixes this node
@@ -361,6 +384,7 @@ impl Engine {
             pending: HashMap::new(),
             next_exchange: 0,
             news: Vec::new(),
+            merged: Vec::new(),
             rumored: VecDeque::new(),
             rumored_by_prefix: HashMap::new(),
             fetching: HashMap::new(),
@@ -422,20 +446,36 @@ impl Engine {
         self.pending.len()
     }
 
+    /// Full exchanges in flight (those `max_exchanges` bounds).
+    fn syncs_in_flight(&self) -> usize {
+        self.pending.values().filter(|p| !p.kind.is_rumor()).count()
+    }
+
+    /// Whether another rumor exchange (push, announcement, fetch) may start now.
+    fn rumor_room(&self) -> bool {
+        let rumors = self.pending.values().filter(|p| p.kind.is_rumor()).count();
+        rumors < self.config.max_rumor_exchanges
+    }
+
     /// Feeds one input at time `now` (unix ms); returns what to do.
     pub fn handle(&mut self, input: Input, now: u64) -> Vec<Output> {
         let mut out = Vec::new();
         match input {
             Input::Tick => self.on_tick(now, &mut out),
             Input::SyncWith(peer) => {
-                let busy = self.pending.values().any(|p| p.peer == peer);
-                if peer != self.local && !busy && self.pending.len() < self.config.max_exchanges {
+                let busy = self
+                    .pending
+                    .values()
+                    .any(|p| p.peer == peer && !p.kind.is_rumor());
+                if peer != self.local && !busy && self.syncs_in_flight() < self.config.max_exchanges
+                {
                     self.start_sync(peer, now, &mut out);
                 }
             }
             Input::Publish(record) => {
                 // Our own records go through the merge rule like any other.
                 if let Ok(merged) = self.store.merge(record, self.store_time(now)) {
+                    self.merged.push(merged.record.clone());
                     self.news.push(merged.record);
                 }
             }
@@ -474,6 +514,9 @@ impl Engine {
             }
         }
         self.push_news(now, &mut out);
+        if !self.merged.is_empty() {
+            out.push(Output::Merged(std::mem::take(&mut self.merged)));
+        }
         out
     }
 
@@ -509,10 +552,11 @@ impl Engine {
         // A round always gossips: when exchanges that will never be answered (lost messages,
         // stalled peers) fill every slot, the oldest are abandoned to make room.
         let wanted = self.config.fanout.min(self.config.max_exchanges);
-        while self.pending.len() + wanted > self.config.max_exchanges {
+        while self.syncs_in_flight() + wanted > self.config.max_exchanges {
             let Some(oldest) = self
                 .pending
                 .iter()
+                .filter(|(_, p)| !p.kind.is_rumor())
                 .min_by_key(|(id, p)| (p.started_at, **id))
                 .map(|(id, _)| *id)
             else {
@@ -521,7 +565,12 @@ impl Engine {
             self.pending.remove(&oldest);
             self.stats.exchanges_failed += 1;
         }
-        let busy: HashSet<PeerId> = self.pending.values().map(|p| p.peer).collect();
+        let busy: HashSet<PeerId> = self
+            .pending
+            .values()
+            .filter(|p| !p.kind.is_rumor())
+            .map(|p| p.peer)
+            .collect();
         let mut picked = self.pick_peers(wanted, &busy);
         let rotation = self.config.view_rotation_rounds;
         if !self.view.members.is_empty() && rotation > 0 && self.rng.gen_range(0..rotation) == 0 {
@@ -1025,6 +1074,7 @@ impl Engine {
                 Ok(m) => {
                     merged += 1;
                     self.stats.records_merged += 1;
+                    self.merged.push(m.record.clone());
                     if m.refresh && !self.config.forward_refreshes {
                         self.stats.refreshes_not_forwarded += 1;
                     } else {
@@ -1098,7 +1148,7 @@ impl Engine {
             self.send_push(peer, batch.clone(), forwards, now, out);
         }
         for &peer in lazy {
-            if self.pending.len() >= self.config.max_exchanges {
+            if !self.rumor_room() {
                 break;
             }
             self.stats.announces_sent += 1;
@@ -1160,7 +1210,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> u32 {
         // A fetch may run beside a full exchange with the same peer.
-        if from == self.local || self.pending.len() >= self.config.max_exchanges {
+        if from == self.local || !self.rumor_room() {
             return 0;
         }
         let timeout = self.config.exchange_timeout_ms;
@@ -1220,7 +1270,7 @@ impl Engine {
         now: u64,
         out: &mut Vec<Output>,
     ) {
-        if self.pending.len() >= self.config.max_exchanges {
+        if !self.rumor_room() {
             return; // Reconciliation carries what pushes cannot.
         }
         self.stats.pushes_sent += 1;

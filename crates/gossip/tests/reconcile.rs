@@ -369,6 +369,62 @@ fn news_is_pushed_on_once_to_push_fanout_peers() {
     assert!(!out.iter().any(|o| matches!(o, Output::Send { .. })));
 }
 
+/// What [`Output::Merged`] reports in `out` (none when it is absent).
+fn merged(out: &[Output]) -> Vec<RecordId> {
+    let reports: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Merged(records) => Some(records.iter().map(|r| r.id()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .collect();
+    assert!(reports.len() <= 1, "one report per input at most: {out:?}");
+    assert!(
+        reports.is_empty() || matches!(out.last(), Some(Output::Merged(_))),
+        "the report comes last"
+    );
+    reports.into_iter().flatten().collect()
+}
+
+/// Every record an input merges is reported once, its own records and refreshes included;
+/// a record already held, an older version or a forged one is not.
+#[test]
+fn merged_records_are_reported_once_as_the_last_output() {
+    let mut e = engine_with_peers(Config::default(), 10);
+    let kp = keypair(78);
+    let ttl = 60_000;
+    let first = directory::sample::node(&kp, 1, NOW - 1000, ttl);
+    let refresh = directory::sample::node(&kp, 2, NOW - 500, ttl);
+    let out = push(
+        &mut e,
+        PeerId::random(),
+        &[first.clone(), pool()[1].clone()],
+    );
+    assert_eq!(merged(&out), [first.id(), pool()[1].id()]);
+    assert_eq!(
+        merged(&push(&mut e, PeerId::random(), std::slice::from_ref(&first))),
+        []
+    );
+    assert_eq!(
+        merged(&push(&mut e, PeerId::random(), std::slice::from_ref(&refresh))),
+        [refresh.id()]
+    );
+    assert_eq!(
+        merged(&push(&mut e, PeerId::random(), &[first])),
+        [],
+        "older"
+    );
+    let mut forged = pool()[2].to_raw();
+    forged.1 = serde_bytes::ByteBuf::from(vec![0u8; 64]);
+    let out = deliver(&mut e, PeerId::random(), &Request::Push(vec![forged]));
+    assert_eq!(merged(&out), []);
+    let own = pool()[3].clone();
+    assert_eq!(
+        merged(&e.handle(Input::Publish(own.clone()), NOW)),
+        [own.id()]
+    );
+}
+
 /// Without `forward_refreshes`, a refresh (same content, newer seq and expiry) from a peer
 /// is merged but not pushed on; a changed content or a withdrawal is news again.
 #[test]
@@ -418,6 +474,39 @@ fn sends(out: &[Output]) -> (usize, usize) {
         count(|r| matches!(r, Request::Push(_))),
         count(|r| matches!(r, Request::Have(_))),
     )
+}
+
+/// Rumors have their own budget: reconciliations filling `max_exchanges` do not hold news
+/// back, and news does not take reconciliations' slots; news beyond `max_rumor_exchanges`
+/// unanswered rumor exchanges waits for the rounds.
+#[test]
+fn rumors_and_reconciliations_have_separate_budgets() {
+    let config = Config {
+        max_exchanges: 2,
+        max_rumor_exchanges: 12,
+        ..Config::default()
+    };
+    let mut e = engine_with_peers(config, 50);
+    let out = e.handle(Input::Tick, NOW);
+    assert_eq!(sent(&out).len(), 2, "two reconciliations, every slot taken");
+    let first = push(&mut e, PeerId::random(), &pool()[..1]);
+    assert_eq!(sends(&first), (1, 7), "news goes out all the same");
+    let second = push(&mut e, PeerId::random(), &pool()[1..2]);
+    assert_eq!(sends(&second), (1, 3), "12 rumor exchanges at most");
+    let third = push(&mut e, PeerId::random(), &pool()[2..3]);
+    assert_eq!(sends(&third), (0, 0));
+    assert_eq!(
+        e.store().len(),
+        3,
+        "merged all the same: the rounds carry it"
+    );
+    // The next round still starts its reconciliations (the oldest unanswered give way).
+    let out = e.handle(Input::Tick, NOW + 1);
+    let syncs = sent(&out)
+        .iter()
+        .filter(|(_, _, r)| matches!(r, Request::Summary(..)))
+        .count();
+    assert_eq!(syncs, 2);
 }
 
 #[test]

@@ -1032,6 +1032,7 @@ impl<'a> Sim<'a> {
                         self.send_response(from, requester, exchange, &response);
                     }
                 }
+                Output::Merged(_) => {}
                 Output::Misbehaved { reason, .. } => {
                     self.out.misbehaviour_reports += 1;
                     *self

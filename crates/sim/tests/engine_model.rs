@@ -89,7 +89,9 @@ fn honest_records_converge_despite_30_percent_adversaries_and_no_forgery_is_acce
         updates: 2,
         ..params(50, 5)
     };
-    let r = report(&model(2), &p);
+    // The default push fanout (1): with 2, every trial of this seed converges before the
+    // adversaries' first round and no attack is made.
+    let r = report(&model(1), &p);
     assert!(all_converged(&r), "{}", r.to_table());
     let trials = extras(&r);
     for e in &trials {
