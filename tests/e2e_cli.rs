@@ -157,6 +157,51 @@ impl Drop for NodeProc {
     }
 }
 
+/// `gossipdir watch --json` against a node, its lines read by a thread; killed on drop.
+struct Watch {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watch {
+    fn start(node: &NodeProc) -> Watch {
+        let mut child = Command::new(BIN)
+            .args(["watch", "--json", "--api", &node.api])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gossipdir watch");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    fn next_line(&mut self, deadline: Duration) -> String {
+        self.lines
+            .recv_timeout(deadline)
+            .unwrap_or_else(|e| panic!("no line from `gossipdir watch` within {deadline:?}: {e}"))
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn eventually<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
@@ -183,6 +228,11 @@ fn chain_of_five_announce_query_crash_and_sigterm() {
             (node.nodes() == 5).then_some(())
         });
     }
+
+    // Node 0's change stream is open once it shows a change (node records are refreshed
+    // every TTL/3).
+    let mut watch = Watch::start(&nodes[0]);
+    watch.next_line(Duration::from_secs(10));
 
     // Announce on the last, find it on the first.
     nodes[4]
@@ -218,6 +268,15 @@ fn chain_of_five_announce_query_crash_and_sigterm() {
         .filter_map(|c| c.as_str())
         .collect();
     assert_eq!(caps, ["summarize", "english"]);
+    let change = loop {
+        let line = watch.next_line(Duration::from_secs(10));
+        let change: Value = serde_json::from_str(&line).expect("a JSON line");
+        if change["kind"] == "specialist" {
+            break change;
+        }
+    };
+    assert_eq!(&change["record"], r, "the watcher saw what the query shows");
+    drop(watch);
     let table = nodes[0]
         .cli(&["query", "--capability", "summarize"])
         .unwrap();
@@ -417,6 +476,8 @@ fn api_refuses_bad_input_and_serves_metrics() {
     assert_eq!((code, body.trim()), (200, "[]"));
     let (code, body) = get(api, "/v1/records?colour=red");
     assert_eq!(code, 400, "{body}");
+    let (code, body) = get(api, "/v1/watch?capability=");
+    assert_eq!((code, field(&body).as_str()), (400, "capability"), "{body}");
     let (code, _) = http(
         api,
         "DELETE /v1/specialists/nobody HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",

@@ -1,11 +1,13 @@
-//! The thin API clients: `announce`, `withdraw`, `query`, `peers`, `status`. Each talks to a
-//! running node's local HTTP API and prints a table, or JSON with `--json`.
+//! The thin API clients: `announce`, `withdraw`, `query`, `peers`, `status`, `watch`. Each
+//! talks to a running node's local HTTP API and prints a table (or, for `watch`, a line per
+//! change), or JSON with `--json`.
 
 use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use node::{PeerView, RecordView, Status};
+use node::{Change, ChangeKind, PeerView, RecordView, Status};
 use serde_json::{Value, json};
 
 const DEFAULT_API: &str = "127.0.0.1:5170";
@@ -80,6 +82,19 @@ pub struct PeersArgs {
     pub json: bool,
 }
 
+/// Follow the records the node merges, as it merges them, until interrupted.
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub api: ApiArg,
+    /// Only specialists having every given capability (repeatable); withdrawals always show.
+    #[arg(long = "capability", value_name = "CAP")]
+    pub capabilities: Vec<String>,
+    /// One JSON object per line, as the API sends them.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Show the node's status.
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
@@ -99,8 +114,19 @@ fn url(api: &ApiArg, path: &str) -> String {
     format!("http://{}{}", api.api, path)
 }
 
-/// Sends a request; turns API errors into readable ones.
+/// Sends a request; returns the answer's text, or a readable error.
 fn call(api: &ApiArg, request: ureq::Request, body: Option<&Value>) -> anyhow::Result<String> {
+    send(api, request, body)?
+        .into_string()
+        .context("cannot read the API's answer")
+}
+
+/// Sends a request; turns API errors into readable ones.
+fn send(
+    api: &ApiArg,
+    request: ureq::Request,
+    body: Option<&Value>,
+) -> anyhow::Result<ureq::Response> {
     let target = request.url().to_owned();
     let request = match &api.api_token {
         Some(token) => request.set("Authorization", &format!("Bearer {token}")),
@@ -113,9 +139,7 @@ fn call(api: &ApiArg, request: ureq::Request, body: Option<&Value>) -> anyhow::R
         None => request.call(),
     };
     match result {
-        Ok(response) => response
-            .into_string()
-            .context("cannot read the API's answer"),
+        Ok(response) => Ok(response),
         Err(ureq::Error::Status(code, response)) => {
             let text = response.into_string().unwrap_or_default();
             let detail = serde_json::from_str::<Value>(&text)
@@ -250,18 +274,22 @@ fn encode_path(s: &str) -> String {
     out
 }
 
-pub fn query(args: QueryArgs) -> anyhow::Result<()> {
-    let query: String = args
-        .capabilities
+/// `path`, with `?capability=…&…` when there are capabilities.
+fn with_capabilities(path: &str, capabilities: &[String]) -> String {
+    let query: String = capabilities
         .iter()
         .map(|c| format!("capability={}", encode_path(c)))
         .collect::<Vec<_>>()
         .join("&");
-    let path = if query.is_empty() {
-        "/v1/records".to_owned()
+    if query.is_empty() {
+        path.to_owned()
     } else {
-        format!("/v1/records?{query}")
-    };
+        format!("{path}?{query}")
+    }
+}
+
+pub fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let path = with_capabilities("/v1/records", &args.capabilities);
     let (records, text): (Vec<RecordView>, String) = get(&args.api, &path)?;
     if args.json {
         println!("{}", text.trim_end());
@@ -361,5 +389,57 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         vec!["uptime".into(), format!("{}s", s.uptime_secs)],
     ];
     print!("{}", table(&["STATUS", ""], &rows));
+    Ok(())
+}
+
+pub fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let path = with_capabilities("/v1/watch", &args.capabilities);
+    // No overall timeout: the answer is a stream that lasts as long as the node runs.
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(10))
+        .build();
+    let response = send(&args.api, agent.get(&url(&args.api, &path)), None)?;
+    let lines = std::io::BufReader::new(response.into_reader()).lines();
+    for line in lines {
+        let line = line.context("the node's change stream broke off")?;
+        if args.json {
+            println!("{line}");
+            continue;
+        }
+        let value: Value = serde_json::from_str(&line).context("unexpected line from the API")?;
+        if let Some(n) = value.get("lagged") {
+            println!("… {n} changes missed (this watcher fell behind)");
+            continue;
+        }
+        let change: Change =
+            serde_json::from_value(value).context("unexpected change from the API")?;
+        let r = &change.record;
+        match change.kind {
+            ChangeKind::Specialist => println!(
+                "specialist  {} [{}] {} by {} (seq {}, expires in {})",
+                r.name,
+                r.capabilities.join(","),
+                r.endpoint.as_deref().unwrap_or("-"),
+                short(&r.owner),
+                r.seq,
+                expires_in(r.expires_at)
+            ),
+            ChangeKind::Node => println!(
+                "node        {} (seq {}, expires in {})",
+                short(&r.owner),
+                r.seq,
+                expires_in(r.expires_at)
+            ),
+            ChangeKind::Withdrawn => {
+                println!(
+                    "withdrawn   {} by {} (seq {})",
+                    r.name,
+                    short(&r.owner),
+                    r.seq
+                )
+            }
+        }
+    }
+    println!("the node closed the stream (it stopped)");
     Ok(())
 }

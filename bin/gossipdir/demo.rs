@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -57,12 +58,6 @@ const MAX_NODES: u32 = 2000;
 /// Idle connection timeout of the nodes when they gossip with a partial view (at least ten
 /// rounds).
 const DEMO_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Pause between two sweeps over the nodes in a trial: 2 ms, plus 0.1 ms per node (30 ms at
-/// N = 300), so that the sweeps take a bounded share of the CPU the nodes run on.
-fn sweep_pause(nodes: usize) -> Duration {
-    Duration::from_micros(2_000 + 100 * nodes as u64)
-}
 
 /// Earlier nodes each node is bootstrapped to.
 const BOOTSTRAP_DEGREE: usize = 2;
@@ -176,6 +171,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         // Read every node's counters first: under load that takes a while, which must not
         // fall between the round count and the clock.
         let bytes_before = received_bytes(&nodes).await?;
+        let mut arrivals = bench::gossipdir::arrivals(&nodes, &capability);
         let start_round = origin_client.status().await?.round;
         let start = Instant::now();
         origin_client
@@ -186,28 +182,28 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .await?;
-        let mut holds = vec![false; n];
+        let mut held = 0;
         let mut before_first_tick = 0u32;
+        let until = tokio::time::Instant::from_std(start + deadline);
         let trial = loop {
-            for (i, node) in nodes.iter().enumerate() {
-                if !holds[i]
-                    && !node
-                        .client
-                        .query(vec![capability.clone()])
-                        .await?
-                        .is_empty()
-                {
-                    holds[i] = true;
+            // Arrivals come from the nodes' change feeds: nothing is polled, the measurement
+            // takes no CPU from the nodes it measures.
+            let arrived = match tokio::time::timeout_at(until, arrivals.next()).await {
+                Ok(Some(arrival)) => arrival.map(|_| true)?,
+                Ok(None) | Err(_) => false,
+            };
+            let wall = start.elapsed();
+            let mut ticks = 0;
+            if arrived {
+                held += 1;
+                let round = origin_client.status().await?.round;
+                ticks = round.saturating_sub(start_round) as u32;
+                if ticks == 0 {
+                    before_first_tick += 1;
                 }
             }
-            let round = origin_client.status().await?.round;
-            let ticks = round.saturating_sub(start_round) as u32;
-            if ticks == 0 {
-                before_first_tick = holds.iter().filter(|h| **h).count() as u32;
-            }
-            let done = holds.iter().all(|h| *h);
-            if done || start.elapsed() > deadline || ticks > args.max_rounds {
-                let wall = start.elapsed();
+            let done = held == n;
+            if done || !arrived || ticks > args.max_rounds {
                 let bytes = received_bytes(&nodes).await?.saturating_sub(bytes_before);
                 break Trial {
                     rounds: done.then_some(ticks),
@@ -216,9 +212,6 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                     bytes_per_node: bytes as f64 / n as f64,
                 };
             }
-            // A sweep asks every node; at hundreds of nodes back-to-back sweeps would take
-            // CPU from the nodes they measure.
-            tokio::time::sleep(sweep_pause(n)).await;
         };
         eprintln!(
             "trial {t}: origin node {origin}, {} round(s), {:.1?}, {} of {n} nodes held it before the first round",

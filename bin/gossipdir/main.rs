@@ -43,6 +43,8 @@ enum Command {
     Peers(client::PeersArgs),
     /// Show a running node's status.
     Status(client::StatusArgs),
+    /// Follow the records a running node merges, as it merges them.
+    Watch(client::WatchArgs),
     /// Run N real nodes in one process on 127.0.0.1 and measure convergence.
     Demo(demo::DemoArgs),
 }
@@ -77,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         Command::Query(args) => client::query(args),
         Command::Peers(args) => client::peers(args),
         Command::Status(args) => client::status(args),
+        Command::Watch(args) => client::watch(args),
         Command::Demo(args) => demo::run(args),
     }
 }

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use directory::Multiaddr;
+use futures::{Stream, StreamExt};
 use node::libp2p::multiaddr::Protocol;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::latency::{Bytes, bootstrap_choice, progress};
 
@@ -141,38 +143,59 @@ pub async fn snapshot(nodes: &[node::Node]) -> anyhow::Result<Vec<Bytes>> {
         .collect()
 }
 
-/// Times at which each node first held a specialist with `capability` (none: not by the
-/// deadline), polled with concurrent queries; also the mean duration of one polling sweep.
-pub async fn wait_held(
-    nodes: &[node::Node],
+/// The index of each node as it first merges a specialist with `capability`, from the nodes'
+/// change feeds ([`node::Client::watch`]), taken when this is called: call it before the
+/// record is announced. Nothing is polled, so watching adds no load; a node whose feed fell
+/// behind is asked once. Ends when every node has held it.
+pub fn arrivals<'a>(
+    nodes: &'a [node::Node],
+    capability: &'a str,
+) -> impl Stream<Item = anyhow::Result<usize>> + Unpin + 'a {
+    futures::stream::select_all(nodes.iter().enumerate().map(|(i, node)| {
+        let feed = node.client.watch();
+        futures::stream::once(async move { first_held(node, feed, capability).await.map(|()| i) })
+            .boxed()
+    }))
+}
+
+async fn first_held(
+    node: &node::Node,
+    feed: Result<broadcast::Receiver<node::Change>, node::NodeError>,
     capability: &str,
+) -> anyhow::Result<()> {
+    let mut feed = feed.context("watching a node")?;
+    loop {
+        match feed.recv().await {
+            Ok(change) => {
+                if change.kind == node::ChangeKind::Specialist
+                    && change.record.capabilities.iter().any(|c| c == capability)
+                {
+                    return Ok(());
+                }
+            }
+            Err(RecvError::Lagged(_)) => {
+                let held = node.client.query(vec![capability.to_owned()]).await;
+                if !held.context("a node stopped")?.is_empty() {
+                    return Ok(());
+                }
+            }
+            Err(RecvError::Closed) => bail!("a node stopped"),
+        }
+    }
+}
+
+/// Times since `start` at which each of `n` nodes held the record, from [`arrivals`] (none:
+/// not by `start + deadline`).
+pub async fn arrival_times(
+    mut arrivals: impl Stream<Item = anyhow::Result<usize>> + Unpin,
+    n: usize,
     start: Instant,
     deadline: Duration,
-) -> anyhow::Result<(Vec<Option<Duration>>, Duration)> {
-    let mut held: Vec<Option<Duration>> = vec![None; nodes.len()];
-    let mut sweeps = 0u32;
-    let mut sweep_time = Duration::ZERO;
-    loop {
-        let pending: Vec<usize> = (0..nodes.len()).filter(|i| held[*i].is_none()).collect();
-        if pending.is_empty() || start.elapsed() > deadline {
-            break;
-        }
-        let s = Instant::now();
-        let answers = futures::future::join_all(
-            pending
-                .iter()
-                .map(|i| nodes[*i].client.query(vec![capability.to_owned()])),
-        )
-        .await;
-        let at = start.elapsed();
-        for (i, a) in pending.iter().zip(answers) {
-            if !a.context("a node stopped")?.is_empty() {
-                held[*i] = Some(at);
-            }
-        }
-        sweeps += 1;
-        sweep_time += s.elapsed();
-        tokio::time::sleep(Duration::from_millis(1)).await;
+) -> anyhow::Result<Vec<Option<Duration>>> {
+    let mut held = vec![None; n];
+    let until = tokio::time::Instant::from_std(start + deadline);
+    while let Ok(Some(arrival)) = tokio::time::timeout_at(until, arrivals.next()).await {
+        held[arrival?] = Some(start.elapsed());
     }
-    Ok((held, sweep_time / sweeps.max(1)))
+    Ok(held)
 }

@@ -223,7 +223,7 @@ pub(crate) fn sample_record(seed: u64) -> anyhow::Result<Sample> {
 pub struct Trial {
     pub origin: usize,
     pub converged: bool,
-    /// Until the last node held it (gossipdir: observed by polling).
+    /// Until the last node held it (gossipdir: its change feed; gossipsub: its `Message` event).
     pub latency_ms: f64,
     /// Median over nodes of the arrival time.
     pub median_arrival_ms: f64,
@@ -259,8 +259,6 @@ pub struct SystemReport {
     pub latency_ms_median: Option<f64>,
     pub latency_ms_max: Option<f64>,
     pub median_arrival_ms_median: Option<f64>,
-    /// gossipdir: mean duration of one polling sweep over the nodes (latency resolution).
-    pub poll_sweep_ms: Option<f64>,
     pub baseline_per_node_per_sec: Rates,
     /// Per node per record, medians over trials, baseline subtracted.
     pub net_payload_in: f64,
@@ -475,7 +473,6 @@ fn summarize(
     n: usize,
     setup: Duration,
     trials: Vec<Trial>,
-    sweep: Option<f64>,
     record: usize,
     late: Option<serde_json::Value>,
 ) -> SystemReport {
@@ -518,7 +515,6 @@ fn summarize(
         latency_ms_median: median(&mut lat),
         latency_ms_max: max,
         median_arrival_ms_median: median(&mut arr),
-        poll_sweep_ms: sweep,
         payload_multiple: net_payload_in / record as f64,
         transport_multiple: net_transport_in / record as f64,
         wire_multiple: net_wire_in / record as f64,
@@ -575,7 +571,6 @@ pub(crate) async fn run_gossipdir(
     let window = Duration::from_millis(args.window_ms);
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let mut trials = Vec::new();
-    let mut sweeps = Vec::new();
     let deadline = Duration::from_secs(args.trial_deadline_secs);
     for t in 0..args.trials {
         let origin = rng.gen_range(0..n);
@@ -583,11 +578,11 @@ pub(crate) async fn run_gossipdir(
         let cap = capability(t, args.seed);
         let baseline = idle_gossipdir(nodes, window).await?;
         let before = gossipdir::snapshot(nodes).await?;
+        let arrivals = gossipdir::arrivals(nodes, &cap);
         let r0 = wire();
         let start = Instant::now();
         nodes[origin].client.announce(a).await.context("announce")?;
-        let (held, sweep) = gossipdir::wait_held(nodes, &cap, start, deadline).await?;
-        sweeps.push(ms(sweep));
+        let held = gossipdir::arrival_times(arrivals, n, start, deadline).await?;
         let converged = held.iter().all(|h| h.is_some());
         let latency = held
             .iter()
@@ -638,7 +633,6 @@ pub(crate) async fn run_gossipdir(
         Ok(v) => v,
         Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
     };
-    let sweep = median(&mut sweeps);
     for node in net.nodes {
         node.abort();
     }
@@ -647,7 +641,6 @@ pub(crate) async fn run_gossipdir(
         n,
         setup,
         trials,
-        sweep,
         sample.record_bytes,
         Some(late),
     ))
@@ -859,7 +852,6 @@ pub(crate) async fn run_gossipsub(
         n,
         setup,
         trials,
-        None,
         sample.record_bytes,
         Some(late),
     ))

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 
-use crate::client::{Announce, Client, NodeError};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::client::{Announce, ChangeKind, Client, NodeError};
 use crate::error::StartError;
 
 /// Largest request body accepted.
@@ -74,6 +76,7 @@ pub fn router(client: Client, token: Option<String>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/records", get(records))
         .route("/v1/peers", get(peers))
+        .route("/v1/watch", get(watch))
         .route("/v1/specialists", post(announce))
         .route("/v1/specialists/{name}", delete(withdraw))
         .route("/metrics", get(metrics))
@@ -155,6 +158,12 @@ async fn metrics(State(client): State<Client>) -> ApiResult {
 }
 
 async fn records(State(client): State<Client>, RawQuery(query): RawQuery) -> ApiResult {
+    let capabilities = parse_capabilities(query)?;
+    Ok(axum::Json(client.query(capabilities).await?).into_response())
+}
+
+/// `capability=…` parameters (a record must have all of them), and nothing else.
+fn parse_capabilities(query: Option<String>) -> Result<Vec<String>, ApiError> {
     let mut capabilities = Vec::new();
     for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
@@ -175,7 +184,48 @@ async fn records(State(client): State<Client>, RawQuery(query): RawQuery) -> Api
             }
         }
     }
-    Ok(axum::Json(client.query(capabilities).await?).into_response())
+    Ok(capabilities)
+}
+
+/// The change feed as NDJSON, one [`crate::Change`] per line as records are merged, until the
+/// client goes away or the node stops. With `capability=…` only specialists having all of
+/// them, and every withdrawal (a withdrawal carries no capabilities: match it by owner and
+/// name). A watcher too slow to keep up gets `{"lagged": n}`: n changes it will not see.
+async fn watch(State(client): State<Client>, RawQuery(query): RawQuery) -> ApiResult {
+    let capabilities = parse_capabilities(query)?;
+    let feed = client.watch()?;
+    let lines = futures::stream::unfold(feed, move |mut feed| {
+        let capabilities = capabilities.clone();
+        async move {
+            loop {
+                let value = match feed.recv().await {
+                    Ok(change) => {
+                        let wanted = match change.kind {
+                            ChangeKind::Withdrawn => true,
+                            ChangeKind::Node => capabilities.is_empty(),
+                            ChangeKind::Specialist => capabilities
+                                .iter()
+                                .all(|c| change.record.capabilities.contains(c)),
+                        };
+                        if !wanted {
+                            continue;
+                        }
+                        serde_json::to_value(&change).unwrap_or(Value::Null)
+                    }
+                    Err(RecvError::Lagged(n)) => json!({ "lagged": n }),
+                    Err(RecvError::Closed) => return None,
+                };
+                let mut line = value.to_string().into_bytes();
+                line.push(b'\n');
+                return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), feed));
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
 }
 
 async fn withdraw(State(client): State<Client>, Path(name): Path<String>) -> ApiResult {

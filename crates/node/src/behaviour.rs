@@ -26,6 +26,8 @@ pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
     pub memory: memory_connection_limits::Behaviour,
     pub sync: request_response::Behaviour<SyncCodec>,
+    /// Long-lived sync streams to connected peers ([`crate::link`]).
+    pub link: libp2p_stream::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Off with a partial view (see [`NodeConfig::kademlia`]).
     pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
@@ -119,6 +121,7 @@ pub fn build_swarm(
                 ),
                 memory: memory_connection_limits::Behaviour::with_max_percentage(0.9),
                 sync,
+                link: libp2p_stream::Behaviour::new(),
                 mdns: Toggle::from(mdns),
                 kad: Toggle::from(kad),
                 identify,

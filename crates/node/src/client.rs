@@ -5,10 +5,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Capacity of the command channel: callers wait (backpressure) when the loop is behind.
 pub const COMMAND_QUEUE: usize = 64;
+/// Changes buffered for each watcher; one that falls further behind loses the oldest (and is
+/// told how many, see [`Client::watch`]).
+pub const WATCH_QUEUE: usize = 1024;
+/// Most watchers at once (API streams and in-process subscribers together).
+pub const MAX_WATCHERS: usize = 64;
 
 /// A record as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -22,6 +27,26 @@ pub struct RecordView {
     pub issued_at: u64,
     pub expires_at: u64,
     pub id: String,
+}
+
+/// What a merged record changed in the directory.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// A specialist, new or a newer version (a refresh included).
+    Specialist,
+    /// A node record, new or a newer version.
+    Node,
+    /// A withdrawal: the record named by `owner` and `name` is gone.
+    Withdrawn,
+}
+
+/// One record merged into this node's directory (from a peer or from this node itself), as a
+/// watcher sees it; expiries are not reported.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub record: RecordView,
 }
 
 /// A peer as the API shows it.
@@ -132,11 +157,25 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct Client {
     sender: mpsc::Sender<Command>,
+    changes: broadcast::Sender<Change>,
 }
 
 impl Client {
-    pub(crate) fn new(sender: mpsc::Sender<Command>) -> Self {
-        Self { sender }
+    pub(crate) fn new(sender: mpsc::Sender<Command>, changes: broadcast::Sender<Change>) -> Self {
+        Self { sender, changes }
+    }
+
+    /// Every record merged from now on, in merge order, as the event loop merges it (no
+    /// polling). A watcher more than [`WATCH_QUEUE`] changes behind gets
+    /// `RecvError::Lagged(n)` once and continues with the oldest change still buffered; the
+    /// receiver reports `Closed` when the node stops. At most [`MAX_WATCHERS`] at once.
+    pub fn watch(&self) -> Result<broadcast::Receiver<Change>, NodeError> {
+        if self.changes.receiver_count() >= MAX_WATCHERS {
+            return Err(NodeError::Full(format!(
+                "{MAX_WATCHERS} watchers already follow this node's changes"
+            )));
+        }
+        Ok(self.changes.subscribe())
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {

@@ -19,14 +19,17 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Swarm, autonat, identify, kad, mdns, ping, relay};
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
-use crate::client::{Announce, Command, Connections, NodeError, PeerView, RecordView, Status};
+use crate::client::{
+    Announce, Change, ChangeKind, Command, Connections, NodeError, PeerView, RecordView, Status,
+};
 use crate::codec::SYNC_PROTOCOL;
 use crate::config::{self, NODE_PROTOCOL, NodeConfig};
 use crate::error::StartError;
+use crate::link::{self, LinkContext, LinkEvent, LinkId};
 use crate::metrics::{self, Metrics};
 
 /// Protocol of relay servers (circuit relay v2 hop), seen through identify.
@@ -82,19 +85,70 @@ struct Stopping {
     replies: Vec<oneshot::Sender<()>>,
 }
 
+/// Where the answer to an inbound request goes.
+enum Reply {
+    /// A request-response substream.
+    Substream(ResponseChannel<Response>),
+    /// Request `id` of an inbound link.
+    Link { link: LinkId, id: u64 },
+}
+
+/// Our link to a peer.
+struct OutLink {
+    id: LinkId,
+    requests: mpsc::Sender<(u64, gossip::Request)>,
+    last_used: Instant,
+}
+
+/// A peer's link to us.
+struct InLink {
+    responses: mpsc::Sender<(u64, Response)>,
+}
+
+/// A request sent on a link, awaiting its response.
+struct LinkRequest {
+    exchange: ExchangeId,
+    peer: PeerId,
+    sent: Instant,
+}
+
+/// Aborts a task when dropped (the event loop's helper tasks end with it).
+struct TaskGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub struct EventLoop {
     swarm: Swarm<Behaviour>,
     engine: Engine,
     issuer: Issuer,
     config: NodeConfig,
     commands: mpsc::Receiver<Command>,
+    /// The change feed ([`crate::Client::watch`]).
+    changes: broadcast::Sender<Change>,
     registry: Registry,
     metrics: Metrics,
     local: PeerId,
     started: Instant,
     outbound: HashMap<OutboundRequestId, ExchangeId>,
-    inbound: HashMap<ChannelId, ResponseChannel<Response>>,
+    inbound: HashMap<ChannelId, Reply>,
     next_channel: ChannelId,
+    /// Links ([`crate::link`]): ours by peer, peers' by link, requests awaiting answers.
+    link_control: libp2p_stream::Control,
+    link_events: mpsc::Receiver<LinkEvent>,
+    link_cx: LinkContext,
+    links_out: HashMap<PeerId, OutLink>,
+    links_in: HashMap<LinkId, InLink>,
+    link_in_by_peer: HashMap<PeerId, LinkId>,
+    link_requests: HashMap<(LinkId, u64), LinkRequest>,
+    /// Peers that do not speak the link protocol: request-response only.
+    no_link: HashSet<PeerId>,
+    next_link: LinkId,
+    next_link_request: u64,
+    _accept_links: Option<TaskGuard>,
     specialists: BTreeMap<String, OwnSpecialist>,
     node_refresh_at: u64,
     /// Clock correction our records were last issued with.
@@ -124,10 +178,18 @@ impl EventLoop {
         issuer: Issuer,
         config: NodeConfig,
         commands: mpsc::Receiver<Command>,
+        changes: broadcast::Sender<Change>,
         registry: Registry,
         metrics: Metrics,
     ) -> Self {
         let local = *swarm.local_peer_id();
+        let link_control = swarm.behaviour().link.new_control();
+        let (link_tx, link_events) = mpsc::channel(link::EVENT_QUEUE);
+        let link_cx = LinkContext {
+            events: link_tx,
+            limit: config.max_message_bytes,
+            bytes: metrics.bytes.clone(),
+        };
         let engine_config = gossip::Config {
             fanout: config.fanout,
             push_fanout: config.push_fanout,
@@ -145,6 +207,7 @@ impl EventLoop {
             swarm,
             issuer,
             commands,
+            changes,
             registry,
             metrics,
             local,
@@ -152,6 +215,17 @@ impl EventLoop {
             outbound: HashMap::new(),
             inbound: HashMap::new(),
             next_channel: 0,
+            link_control,
+            link_events,
+            link_cx,
+            links_out: HashMap::new(),
+            links_in: HashMap::new(),
+            link_in_by_peer: HashMap::new(),
+            link_requests: HashMap::new(),
+            no_link: HashSet::new(),
+            next_link: 0,
+            next_link_request: 0,
+            _accept_links: None,
             specialists: BTreeMap::new(),
             node_refresh_at: 0,
             refreshed_at_offset: 0,
@@ -177,6 +251,7 @@ impl EventLoop {
     /// Starts listening and dialling (listen addresses, bootstrap peers, relays).
     pub(crate) fn start(&mut self) -> Result<(), StartError> {
         self.withdraw_earlier_specialists();
+        self.accept_links()?;
         for addr in self.config.listen.clone() {
             self.swarm
                 .listen_on(addr.clone())
@@ -234,6 +309,7 @@ impl EventLoop {
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(event) = self.link_events.recv() => self.on_link_event(event),
                 command = self.commands.recv(), if commands_open => match command {
                     Some(command) => self.on_command(command),
                     None => {
@@ -276,6 +352,9 @@ impl EventLoop {
                         self.feed(Input::Failed { exchange });
                         continue;
                     }
+                    let Err(request) = self.send_on_link(to, exchange, request) else {
+                        continue;
+                    };
                     let addrs = self.dial_addrs(&to);
                     if !self.swarm.is_connected(&to) {
                         debug!(%to, request = request.kind(), "dialing to send a request");
@@ -288,12 +367,34 @@ impl EventLoop {
                     self.outbound.insert(id, exchange);
                 }
                 Output::Respond { channel, response } => {
-                    if let Some(ch) = self.inbound.remove(&channel) {
-                        let _ = self.swarm.behaviour_mut().sync.send_response(ch, response);
+                    if let Some(reply) = self.inbound.remove(&channel) {
+                        self.reply(reply, response);
                     }
                 }
                 Output::Misbehaved { peer, reason } => self.penalise(peer, reason),
+                Output::Merged(records) => self.publish_changes(&records),
             }
+        }
+    }
+
+    /// Tells the watchers, if any, what was merged.
+    fn publish_changes(&self, records: &[std::sync::Arc<Record>]) {
+        if self.changes.receiver_count() == 0 {
+            return;
+        }
+        for record in records {
+            let kind = if record.withdrawn() {
+                ChangeKind::Withdrawn
+            } else if matches!(record.body().content, Content::Node(_)) {
+                ChangeKind::Node
+            } else {
+                ChangeKind::Specialist
+            };
+            // Fails only when every watcher is gone meanwhile: nothing to tell.
+            let _ = self.changes.send(Change {
+                kind,
+                record: record_view(record),
+            });
         }
     }
 
@@ -367,6 +468,7 @@ impl EventLoop {
     /// One round. Returns true when the loop must stop.
     fn on_tick(&mut self) -> bool {
         self.feed(Input::Tick);
+        self.tend_links();
         let now = self.record_now();
         if self.stopping.is_none() {
             self.follow_clock_correction();
@@ -956,6 +1058,7 @@ impl EventLoop {
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
+            BehaviourEvent::Link(()) => {}
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
                     if peer == self.local {
@@ -1129,40 +1232,235 @@ impl EventLoop {
         }
     }
 
+    /// A request from `peer` (over a substream or a link): to the engine, which answers at
+    /// once; refused when the peer is banned or too many requests await answers.
+    fn on_request(&mut self, peer: PeerId, request: gossip::Request, reply: Reply) {
+        if self.is_banned(&peer) {
+            self.reply(reply, Response::Refused("penalised".to_owned()));
+            return;
+        }
+        if self.inbound.len() >= MAX_INBOUND {
+            self.reply(reply, Response::Refused("busy".to_owned()));
+            return;
+        }
+        let id = self.next_channel;
+        self.next_channel += 1;
+        self.inbound.insert(id, reply);
+        self.feed(Input::Request {
+            from: peer,
+            channel: id,
+            request,
+        });
+        // The engine answers synchronously; never keep a channel it did not use.
+        if let Some(reply) = self.inbound.remove(&id) {
+            self.reply(reply, Response::Refused("no answer".to_owned()));
+        }
+    }
+
+    fn reply(&mut self, reply: Reply, response: Response) {
+        match reply {
+            Reply::Substream(channel) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response);
+            }
+            Reply::Link { link, id } => {
+                // A full queue drops the answer: the requester times out and reconciles later.
+                if let Some(l) = self.links_in.get(&link) {
+                    let _ = l.responses.try_send((id, response));
+                }
+            }
+        }
+    }
+
+    // ---- links ------------------------------------------------------------------------
+
+    /// Accepts the links peers open, handing them to the event loop.
+    fn accept_links(&mut self) -> Result<(), StartError> {
+        let mut incoming = self
+            .link_control
+            .accept(link::LINK_PROTOCOL)
+            .map_err(|e| StartError::Transport(e.to_string()))?;
+        let events = self.link_cx.events.clone();
+        let task = tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                if events
+                    .send(LinkEvent::Incoming { peer, stream })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        self._accept_links = Some(TaskGuard(task));
+        Ok(())
+    }
+
+    /// Sends `request` on our link to `to` (opened now if need be) when `to` is connected
+    /// and the link has room; gives the request back otherwise.
+    fn send_on_link(
+        &mut self,
+        to: PeerId,
+        exchange: ExchangeId,
+        request: gossip::Request,
+    ) -> Result<(), gossip::Request> {
+        if self.no_link.contains(&to)
+            || !self.swarm.is_connected(&to)
+            || self.link_requests.len() >= MAX_OUTBOUND
+        {
+            return Err(request);
+        }
+        if !self.links_out.contains_key(&to) {
+            if self.links_out.len() >= link::MAX_LINKS {
+                return Err(request);
+            }
+            let (tx, rx) = mpsc::channel(link::LINK_QUEUE);
+            let id = self.next_link;
+            self.next_link += 1;
+            link::spawn_outbound(
+                self.link_control.clone(),
+                to,
+                id,
+                self.config.request_timeout,
+                rx,
+                self.link_cx.clone(),
+            );
+            let out = OutLink {
+                id,
+                requests: tx,
+                last_used: Instant::now(),
+            };
+            self.links_out.insert(to, out);
+        }
+        let Some(out) = self.links_out.get_mut(&to) else {
+            return Err(request);
+        };
+        let id = self.next_link_request;
+        match out.requests.try_send((id, request)) {
+            Ok(()) => {
+                self.next_link_request += 1;
+                out.last_used = Instant::now();
+                let sent = LinkRequest {
+                    exchange,
+                    peer: to,
+                    sent: Instant::now(),
+                };
+                self.link_requests.insert((out.id, id), sent);
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner().1),
+        }
+    }
+
+    fn on_link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Incoming { peer, stream } => {
+                let replaces = self.link_in_by_peer.remove(&peer);
+                if let Some(old) = replaces {
+                    // The peer opened a new link: the old one ends (its sender is dropped).
+                    self.links_in.remove(&old);
+                }
+                if self.is_banned(&peer) || self.links_in.len() >= link::MAX_LINKS {
+                    return; // Dropping the stream closes it.
+                }
+                let (tx, rx) = mpsc::channel(link::LINK_QUEUE);
+                let id = self.next_link;
+                self.next_link += 1;
+                link::spawn_inbound(stream, peer, id, rx, self.link_cx.clone());
+                self.links_in.insert(id, InLink { responses: tx });
+                self.link_in_by_peer.insert(peer, id);
+            }
+            LinkEvent::Request {
+                peer,
+                link,
+                id,
+                request,
+            } => {
+                if self.links_in.contains_key(&link) {
+                    self.on_request(peer, request, Reply::Link { link, id });
+                }
+            }
+            LinkEvent::Response {
+                peer,
+                link,
+                id,
+                response,
+            } => {
+                if let Some(sent) = self.link_requests.remove(&(link, id)) {
+                    self.timeouts_in_a_row.remove(&peer);
+                    self.feed(Input::Response {
+                        exchange: sent.exchange,
+                        response,
+                    });
+                }
+            }
+            LinkEvent::Closed {
+                peer,
+                link,
+                unsupported,
+            } => {
+                if unsupported && self.no_link.len() < MAX_TRACKED_PEERS {
+                    self.no_link.insert(peer);
+                }
+                if self.links_out.get(&peer).is_some_and(|l| l.id == link) {
+                    self.links_out.remove(&peer);
+                }
+                if self.links_in.remove(&link).is_some()
+                    && self.link_in_by_peer.get(&peer) == Some(&link)
+                {
+                    self.link_in_by_peer.remove(&peer);
+                }
+                let lost: Vec<(LinkId, u64)> = self
+                    .link_requests
+                    .keys()
+                    .filter(|(l, _)| *l == link)
+                    .copied()
+                    .collect();
+                for key in lost {
+                    if let Some(sent) = self.link_requests.remove(&key) {
+                        self.feed(Input::Failed {
+                            exchange: sent.exchange,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// On every round: requests on links unanswered for the request timeout fail (as over
+    /// request-response), and our links with nothing in flight for the connection idle
+    /// timeout close, so that idle connections can close too.
+    fn tend_links(&mut self) {
+        let timeout = self.config.request_timeout;
+        let expired: Vec<(LinkId, u64)> = self
+            .link_requests
+            .iter()
+            .filter(|(_, r)| r.sent.elapsed() >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            if let Some(sent) = self.link_requests.remove(&key) {
+                self.feed(Input::Failed {
+                    exchange: sent.exchange,
+                });
+                self.on_request_timeout(sent.peer);
+            }
+        }
+        let busy: HashSet<LinkId> = self.link_requests.keys().map(|(l, _)| *l).collect();
+        let idle = self.config.idle_timeout;
+        self.links_out
+            .retain(|_, l| busy.contains(&l.id) || l.last_used.elapsed() < idle);
+    }
+
     fn on_sync_event(&mut self, event: request_response::Event<gossip::Request, gossip::Response>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
                     request, channel, ..
-                } => {
-                    if self.is_banned(&peer) {
-                        let refused = Response::Refused("penalised".to_owned());
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .sync
-                            .send_response(channel, refused);
-                        return;
-                    }
-                    if self.inbound.len() >= MAX_INBOUND {
-                        let busy = Response::Refused("busy".to_owned());
-                        let _ = self.swarm.behaviour_mut().sync.send_response(channel, busy);
-                        return;
-                    }
-                    let id = self.next_channel;
-                    self.next_channel += 1;
-                    self.inbound.insert(id, channel);
-                    self.feed(Input::Request {
-                        from: peer,
-                        channel: id,
-                        request,
-                    });
-                    // The engine answers synchronously; never keep a channel it did not use.
-                    if let Some(ch) = self.inbound.remove(&id) {
-                        let refused = Response::Refused("no answer".to_owned());
-                        let _ = self.swarm.behaviour_mut().sync.send_response(ch, refused);
-                    }
-                }
+                } => self.on_request(peer, request, Reply::Substream(channel)),
                 request_response::Message::Response {
                     request_id,
                     response,

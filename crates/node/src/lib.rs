@@ -3,6 +3,8 @@
 //! - [`behaviour`]: the combined libp2p behaviour (request-response sync with our own
 //!   [`codec`], mDNS, Kademlia, identify, ping, AutoNAT, relay client and server, DCUtR,
 //!   connection limits) and the swarm (TCP+noise+yamux, QUIC, DNS, relay transport).
+//! - [`link`]: the same sync requests pipelined over one long-lived stream per connected
+//!   peer (no substream per request).
 //! - [`event_loop`]: owns the swarm and the gossip engine; publishes and refreshes this
 //!   node's records; withdraws them on shutdown.
 //! - [`client`]: the cloneable handle the API and the CLI drive the node with.
@@ -19,6 +21,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod event_loop;
+pub mod link;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -30,7 +33,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use client::{
-    Announce, Client, Connections, GossipBytes, NodeError, PeerView, RecordView, Status,
+    Announce, Change, ChangeKind, Client, Connections, GossipBytes, NodeError, PeerView,
+    RecordView, Status,
 };
 pub use config::NodeConfig;
 pub use error::StartError;
@@ -71,9 +75,10 @@ impl Node {
         };
         let api_token = config.api_token.clone();
         let (tx, rx) = mpsc::channel(client::COMMAND_QUEUE);
-        let client = Client::new(tx);
+        let (changes, _) = tokio::sync::broadcast::channel(client::WATCH_QUEUE);
+        let client = Client::new(tx, changes.clone());
         let mut event_loop =
-            event_loop::EventLoop::new(swarm, issuer, config, rx, registry, metrics);
+            event_loop::EventLoop::new(swarm, issuer, config, rx, changes, registry, metrics);
         event_loop.start()?;
         let task = tokio::spawn(event_loop.run());
         let mut api_addr = None;

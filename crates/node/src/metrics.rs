@@ -48,7 +48,8 @@ pub struct Metrics {
     pub holepunch_attempts: Counter,
     pub holepunch_successes: Counter,
     pub relay_reservations: Counter,
-    bytes: Arc<ByteCounters>,
+    /// The sync protocol's byte counters (request-response codec and links).
+    pub(crate) bytes: Arc<ByteCounters>,
     last: Last,
 }
 

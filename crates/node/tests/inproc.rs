@@ -4,7 +4,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use directory::{Keypair, Multiaddr};
-use gossipdir_node::{Announce, Node, NodeConfig, RecordView};
+use gossipdir_node::{Announce, Change, ChangeKind, Node, NodeConfig, RecordView};
+use tokio::sync::broadcast;
 
 const INTERVAL: Duration = Duration::from_millis(200);
 const TTL: Duration = Duration::from_secs(3);
@@ -95,9 +96,25 @@ fn announce(name: &str, capability: &str) -> Announce {
     }
 }
 
+/// The next change of `kind` on `feed` (others are skipped), or a panic after 10 s.
+async fn next_change(feed: &mut broadcast::Receiver<Change>, kind: ChangeKind) -> Change {
+    let wait = async {
+        loop {
+            let change = feed.recv().await.expect("the feed is open and keeps up");
+            if change.kind == kind {
+                return change;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {kind:?} change within 10 s"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announce_propagates_and_withdrawal_follows() {
     let nodes = network(4).await;
+    let mut feed = nodes[1].client.watch().unwrap();
     let made = nodes[3]
         .client
         .announce(announce("translator", "translate"))
@@ -125,6 +142,9 @@ async fn announce_propagates_and_withdrawal_follows() {
         .await
         .unwrap();
     assert_eq!(both.len(), 1);
+    // The watcher of node 1 was told, with the record as queries show it.
+    let change = next_change(&mut feed, ChangeKind::Specialist).await;
+    assert_eq!(change.record, both[0]);
 
     assert!(nodes[3].client.withdraw("translator").await.unwrap());
     assert!(!nodes[3].client.withdraw("translator").await.unwrap());
@@ -136,6 +156,11 @@ async fn announce_propagates_and_withdrawal_follows() {
         )
         .await;
     }
+    let change = next_change(&mut feed, ChangeKind::Withdrawn).await;
+    assert_eq!(
+        (change.record.name.as_str(), change.record.owner.as_str()),
+        ("translator", made.owner.as_str())
+    );
     for node in nodes {
         node.shutdown().await;
     }
