@@ -402,11 +402,19 @@ fn merged_records_are_reported_once_as_the_last_output() {
     );
     assert_eq!(merged(&out), [first.id(), pool()[1].id()]);
     assert_eq!(
-        merged(&push(&mut e, PeerId::random(), std::slice::from_ref(&first))),
+        merged(&push(
+            &mut e,
+            PeerId::random(),
+            std::slice::from_ref(&first)
+        )),
         []
     );
     assert_eq!(
-        merged(&push(&mut e, PeerId::random(), std::slice::from_ref(&refresh))),
+        merged(&push(
+            &mut e,
+            PeerId::random(),
+            std::slice::from_ref(&refresh)
+        )),
         [refresh.id()]
     );
     assert_eq!(

@@ -144,7 +144,7 @@ pub struct EventLoop {
     links_in: HashMap<LinkId, InLink>,
     link_in_by_peer: HashMap<PeerId, LinkId>,
     link_requests: HashMap<(LinkId, u64), LinkRequest>,
-    /// Peers that do not speak the link protocol: request-response only.
+    /// Peers a link could not be opened to: request-response only.
     no_link: HashSet<PeerId>,
     next_link: LinkId,
     next_link_request: u64,
@@ -1299,18 +1299,19 @@ impl EventLoop {
         Ok(())
     }
 
-    /// Sends `request` on our link to `to` (opened now if need be) when `to` is connected
-    /// and the link has room; gives the request back otherwise.
+    /// Sends `request` on our link to `to` (opened now if need be) when `to` has a direct
+    /// connection and the link has room; gives the request back otherwise.
     fn send_on_link(
         &mut self,
         to: PeerId,
         exchange: ExchangeId,
         request: gossip::Request,
     ) -> Result<(), gossip::Request> {
-        if self.no_link.contains(&to)
-            || !self.swarm.is_connected(&to)
-            || self.link_requests.len() >= MAX_OUTBOUND
-        {
+        let direct = self
+            .connections
+            .get(&to)
+            .is_some_and(|conns| conns.values().any(|(_, relayed)| !relayed));
+        if !direct || self.no_link.contains(&to) || self.link_requests.len() >= MAX_OUTBOUND {
             return Err(request);
         }
         if !self.links_out.contains_key(&to) {
@@ -1397,12 +1398,8 @@ impl EventLoop {
                     });
                 }
             }
-            LinkEvent::Closed {
-                peer,
-                link,
-                unsupported,
-            } => {
-                if unsupported && self.no_link.len() < MAX_TRACKED_PEERS {
+            LinkEvent::Closed { peer, link, opened } => {
+                if !opened && self.no_link.len() < MAX_TRACKED_PEERS {
                     self.no_link.insert(peer);
                 }
                 if self.links_out.get(&peer).is_some_and(|l| l.id == link) {

@@ -9,8 +9,10 @@
 //! (or response) with its id, CBOR in the `gossip::wire` envelope, length-delimited and at
 //! most the message limit (plus the id). The side that opened the link sends requests, the
 //! other answers them on the same stream; the engine sees the same requests and responses
-//! as over request-response, which stays for peers not connected yet (it dials) and for
-//! anything a link cannot take.
+//! as over request-response, which stays for peers not connected yet (it dials), peers with
+//! relayed connections only, peers a link could not be opened to (they do not speak it, or
+//! the connection refused the stream: request-response from then on), and anything a link
+//! cannot take.
 //!
 //! Bounds: one outbound and one inbound link per peer, at most [`MAX_LINKS`] inbound links,
 //! [`LINK_QUEUE`] frames queued per link (a full queue sends the request over
@@ -71,12 +73,13 @@ pub enum LinkEvent {
         id: u64,
         response: Response,
     },
-    /// The link ended (closed by either side, broken, or never opened: `unsupported` when the
-    /// peer does not speak the protocol). Requests in flight on it will not be answered.
+    /// The link ended (closed by either side or broken; `opened` is false when it could not
+    /// be opened at all: the peer does not speak the protocol, or the connection refused the
+    /// stream). Requests in flight on it will not be answered.
     Closed {
         peer: PeerId,
         link: LinkId,
-        unsupported: bool,
+        opened: bool,
     },
 }
 
@@ -100,29 +103,18 @@ pub fn spawn_outbound(
     cx: LinkContext,
 ) {
     tokio::spawn(async move {
-        let opened = tokio::time::timeout(open_timeout, control.open_stream(peer, LINK_PROTOCOL));
-        let stream = match opened.await {
+        let opening = tokio::time::timeout(open_timeout, control.open_stream(peer, LINK_PROTOCOL));
+        let stream = match opening.await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                debug!(%peer, "cannot open a link: {e}");
-                let unsupported =
-                    matches!(e, libp2p_stream::OpenStreamError::UnsupportedProtocol(_));
-                let _ = cx
-                    .events
-                    .send(LinkEvent::Closed {
-                        peer,
-                        link,
-                        unsupported,
-                    })
-                    .await;
-                return;
-            }
-            Err(_) => {
-                debug!(%peer, "opening a link timed out");
+            failed => {
+                match failed {
+                    Ok(Err(e)) => debug!(%peer, "cannot open a link: {e}"),
+                    _ => debug!(%peer, "opening a link timed out"),
+                }
                 let end = LinkEvent::Closed {
                     peer,
                     link,
-                    unsupported: false,
+                    opened: false,
                 };
                 let _ = cx.events.send(end).await;
                 return;
@@ -138,7 +130,7 @@ pub fn spawn_outbound(
         let end = LinkEvent::Closed {
             peer,
             link,
-            unsupported: false,
+            opened: true,
         };
         let _ = cx.events.send(end).await;
     });
@@ -164,7 +156,7 @@ pub fn spawn_inbound(
         let end = LinkEvent::Closed {
             peer,
             link,
-            unsupported: false,
+            opened: true,
         };
         let _ = cx.events.send(end).await;
     });
