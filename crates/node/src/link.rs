@@ -127,12 +127,7 @@ pub fn spawn_outbound(
             response,
         };
         run(stream, requests, &cx, to_event).await;
-        let end = LinkEvent::Closed {
-            peer,
-            link,
-            opened: true,
-        };
-        let _ = cx.events.send(end).await;
+        closed(peer, link, &cx).await;
     });
 }
 
@@ -153,13 +148,18 @@ pub fn spawn_inbound(
             request,
         };
         run(stream, responses, &cx, to_event).await;
-        let end = LinkEvent::Closed {
-            peer,
-            link,
-            opened: true,
-        };
-        let _ = cx.events.send(end).await;
+        closed(peer, link, &cx).await;
     });
+}
+
+/// Tells the event loop that a link that was open has ended.
+async fn closed(peer: PeerId, link: LinkId, cx: &LinkContext) {
+    let end = LinkEvent::Closed {
+        peer,
+        link,
+        opened: true,
+    };
+    let _ = cx.events.send(end).await;
 }
 
 /// The codec of link frames: a 4-byte length, then at most the message limit plus the id.
