@@ -111,12 +111,7 @@ pub fn spawn_outbound(
                     Ok(Err(e)) => debug!(%peer, "cannot open a link: {e}"),
                     _ => debug!(%peer, "opening a link timed out"),
                 }
-                let end = LinkEvent::Closed {
-                    peer,
-                    link,
-                    opened: false,
-                };
-                let _ = cx.events.send(end).await;
+                closed(peer, link, false, &cx).await;
                 return;
             }
         };
@@ -127,7 +122,7 @@ pub fn spawn_outbound(
             response,
         };
         run(stream, requests, &cx, to_event).await;
-        closed(peer, link, &cx).await;
+        closed(peer, link, true, &cx).await;
     });
 }
 
@@ -148,17 +143,13 @@ pub fn spawn_inbound(
             request,
         };
         run(stream, responses, &cx, to_event).await;
-        closed(peer, link, &cx).await;
+        closed(peer, link, true, &cx).await;
     });
 }
 
-/// Tells the event loop that a link that was open has ended.
-async fn closed(peer: PeerId, link: LinkId, cx: &LinkContext) {
-    let end = LinkEvent::Closed {
-        peer,
-        link,
-        opened: true,
-    };
+/// Tells the event loop that a link has ended (`opened`: see [`LinkEvent::Closed`]).
+async fn closed(peer: PeerId, link: LinkId, opened: bool, cx: &LinkContext) {
+    let end = LinkEvent::Closed { peer, link, opened };
     let _ = cx.events.send(end).await;
 }
 
