@@ -92,9 +92,12 @@ pub struct Config {
     /// (the next member in this node's order takes its place).
     pub view_suspect_rounds: u64,
     /// Push on (rumor) refreshes merged from peers: records that only extend the life of the
-    /// held version. On, every node sends ~ln N + 4 messages per refresh it learns (the bytes
-    /// stay near the minimum); off, the owner's own pushes and then the rounds carry them,
-    /// long before the version they replace expires (fewer messages, more bytes in the
+    /// held version. On, they are not news to hurry with: the refreshes a node learns between
+    /// two rounds go on together at the next round, one push and ~ln N + 3 announcements per
+    /// round however many there were (the bytes stay near the minimum, the messages do not
+    /// grow with N, and a burst of them does not hold up the news it would otherwise crowd);
+    /// off, the owner's own pushes and then the rounds' reconciliations carry them, long
+    /// before the version they replace expires (fewer messages, more bytes in the
     /// Negentropy steps).
     pub forward_refreshes: bool,
     /// Record and store bounds.
@@ -219,8 +222,8 @@ pub struct EngineStats {
     pub records_deferred: u64,
     /// News not pushed on because its owner exceeded its rumor rate.
     pub rumors_suppressed: u64,
-    /// Refreshes merged from peers and left to the rounds rather than pushed on (see
-    /// [`Config::forward_refreshes`]).
+    /// Refreshes merged from peers and left to the reconciliations rather than pushed on
+    /// ([`Config::forward_refreshes`] off, or more than `max_rumor_memory` in one round).
     pub refreshes_not_forwarded: u64,
     /// Id announcements sent (lazy pushes).
     pub announces_sent: u64,
@@ -321,6 +324,9 @@ pub struct Engine {
     next_exchange: ExchangeId,
     /// Records new to this node, to push on at the end of the current input.
     news: Vec<Arc<Record>>,
+    /// Refreshes merged from peers since the last round, pushed on together at the next one
+    /// (see [`Config::forward_refreshes`]; bounded by `max_rumor_memory`).
+    refreshes: Vec<Arc<Record>>,
     /// Records merged during the current input, reported with [`Output::Merged`].
     merged: Vec<Arc<Record>>,
     /// Ids already pushed on, oldest first (bounded).
@@ -384,6 +390,7 @@ impl Engine {
             pending: HashMap::new(),
             next_exchange: 0,
             news: Vec::new(),
+            refreshes: Vec::new(),
             merged: Vec::new(),
             rumored: VecDeque::new(),
             rumored_by_prefix: HashMap::new(),
@@ -525,6 +532,14 @@ impl Engine {
         self.clock.refresh(now);
         self.follow_clock();
         self.store.expire(self.store_time(now));
+        // The round's batch of refreshes goes on with the news of this input (`push_news`),
+        // less those replaced or expired since they were merged.
+        let store = &self.store;
+        self.news.extend(
+            self.refreshes
+                .drain(..)
+                .filter(|r| store.get(&r.key()).is_some_and(|held| held.id() == r.id())),
+        );
         self.received_this_round.clear();
         self.received_total_this_round = 0;
         // Buckets that have refilled completely carry no information: forget them.
@@ -1075,10 +1090,14 @@ impl Engine {
                     merged += 1;
                     self.stats.records_merged += 1;
                     self.merged.push(m.record.clone());
-                    if m.refresh && !self.config.forward_refreshes {
-                        self.stats.refreshes_not_forwarded += 1;
-                    } else {
+                    if !m.refresh {
                         self.news.push(m.record);
+                    } else if self.config.forward_refreshes
+                        && self.refreshes.len() < self.config.max_rumor_memory
+                    {
+                        self.refreshes.push(m.record);
+                    } else {
+                        self.stats.refreshes_not_forwarded += 1;
                     }
                 }
                 Err(reason) if reason.is_misbehaviour() => {

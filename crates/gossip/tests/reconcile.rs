@@ -471,6 +471,54 @@ fn a_refresh_is_merged_but_not_pushed_on_when_refreshes_are_not_forwarded() {
     }
 }
 
+/// With `forward_refreshes` (the default), refreshes merged from peers wait for the next
+/// round and go on together: one push and one round of announcements for all of them,
+/// however many arrived; one replaced in the meantime is not sent; news does not wait.
+#[test]
+fn refreshes_merged_between_rounds_go_on_together_at_the_next_round() {
+    let mut e = engine_with_peers(Config::default(), 20);
+    let ttl = 60_000;
+    let owners: Vec<_> = (80..83).map(keypair).collect();
+    let firsts: Vec<Record> = owners
+        .iter()
+        .map(|kp| directory::sample::node(kp, 1, NOW - 1000, ttl))
+        .collect();
+    let out = push(&mut e, PeerId::random(), &firsts);
+    assert_ne!(sends(&out), (0, 0), "new keys are news at once");
+    let refreshes: Vec<Record> = owners
+        .iter()
+        .map(|kp| directory::sample::node(kp, 2, NOW - 500, ttl))
+        .collect();
+    for refresh in &refreshes {
+        let out = push(&mut e, PeerId::random(), std::slice::from_ref(refresh));
+        assert_eq!(sends(&out), (0, 0), "a refresh waits for the round");
+        assert_eq!(merged(&out), [refresh.id()], "but is merged at once");
+    }
+    // The first owner refreshes again before the round: only its latest version goes on.
+    let again = directory::sample::node(&owners[0], 3, NOW - 400, ttl);
+    push(&mut e, PeerId::random(), std::slice::from_ref(&again));
+    let out = e.handle(Input::Tick, NOW);
+    let pushed: Vec<BTreeSet<RecordId>> = sent(&out)
+        .into_iter()
+        .filter_map(|(_, _, r)| match r {
+            Request::Push(records) => Some(
+                records
+                    .into_iter()
+                    .map(|raw| Record::from_raw(raw, &Limits::default()).unwrap().id())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    let expected: BTreeSet<RecordId> = [again.id(), refreshes[1].id(), refreshes[2].id()].into();
+    assert_eq!(pushed, [expected], "one push of the round's refreshes");
+    let (_, announcements) = sends(&out);
+    assert_eq!(announcements, e.announce_fanout());
+    assert_eq!(e.stats().refreshes_not_forwarded, 0);
+    let out = e.handle(Input::Tick, NOW + 1000);
+    assert_eq!(sends(&out), (0, 0), "sent once");
+}
+
 /// The requests of `out` by kind: (pushes, id announcements).
 fn sends(out: &[Output]) -> (usize, usize) {
     let count = |f: fn(&Request) -> bool| {
