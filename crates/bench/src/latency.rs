@@ -80,6 +80,8 @@ pub struct Bytes {
     pub exchanges_started: u64,
     pub exchanges_completed: u64,
     pub pushes: u64,
+    /// Connections established so far (libp2p swarm metric, both roles).
+    pub connections: u64,
 }
 
 impl Bytes {
@@ -108,6 +110,8 @@ impl Bytes {
                 b.exchanges_completed += v;
             } else if name == "gossipdir_pushes_total" {
                 b.pushes += v;
+            } else if name.starts_with("libp2p_swarm_connections_established_total") {
+                b.connections += v;
             }
         }
         b
@@ -527,6 +531,34 @@ fn summarize(
     }
 }
 
+/// Waits, after the membership formed, until no node established a connection for
+/// [`SETTLED`]: with the full view every node ends up connected to every other (Kademlia's
+/// bootstrap queries and the first exchanges dial them), a storm of ~N² handshakes that
+/// lasts seconds beyond the membership and, in a first trial that overlapped it, made the
+/// news take a hop's worth longer per hop. gossipsub's setup waits for its meshes likewise.
+async fn settle(nodes: &[node::Node], deadline: Duration) -> anyhow::Result<()> {
+    const SETTLED: Duration = Duration::from_secs(2);
+    let start = Instant::now();
+    let connections = |b: &[Bytes]| b.iter().map(|b| b.connections).sum::<u64>();
+    let mut last = connections(&gossipdir::snapshot(nodes).await?);
+    let mut since = Instant::now();
+    while since.elapsed() < SETTLED {
+        if start.elapsed() > deadline {
+            bail!("gossipdir nodes still establishing connections after {deadline:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = connections(&gossipdir::snapshot(nodes).await?);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    progress(format_args!(
+        "gossipdir: {last} connections established, none in the last {SETTLED:?} ({:.1?} after the membership)",
+        start.elapsed()
+    ));
+    Ok(())
+}
+
 /// Per node per second over an idle window of length `window` (nothing announced).
 async fn idle_gossipdir(nodes: &[node::Node], window: Duration) -> anyhow::Result<Rates> {
     let n = nodes.len();
@@ -566,6 +598,7 @@ pub(crate) async fn run_gossipdir(
         Duration::from_millis(args.interval_ms),
     )
     .await?;
+    settle(&net.nodes, Duration::from_secs(args.setup_deadline_secs)).await?;
     let setup = setup.elapsed();
     let nodes = &net.nodes;
     let window = Duration::from_millis(args.window_ms);

@@ -516,6 +516,7 @@ impl Engine {
             Input::Failed { exchange } => {
                 if let Some(failed) = self.pending.remove(&exchange) {
                     self.stats.exchanges_failed += 1;
+                    self.forget_fetch(&failed.kind);
                     self.suspect(failed.peer);
                 }
             }
@@ -551,17 +552,18 @@ impl Engine {
             *tokens + rate * now.saturating_sub(*at) as f64 / 1000.0 < burst
         });
         let timeout = self.config.exchange_timeout_ms;
-        let timed_out: Vec<PeerId> = self
+        let timed_out: Vec<ExchangeId> = self
             .pending
-            .values()
-            .filter(|p| now.saturating_sub(p.started_at) >= timeout)
-            .map(|p| p.peer)
+            .iter()
+            .filter(|(_, p)| now.saturating_sub(p.started_at) >= timeout)
+            .map(|(id, _)| *id)
             .collect();
-        self.pending
-            .retain(|_, p| now.saturating_sub(p.started_at) < timeout);
         self.stats.exchanges_failed += timed_out.len() as u64;
-        for peer in timed_out {
-            self.suspect(peer);
+        for id in timed_out {
+            if let Some(p) = self.pending.remove(&id) {
+                self.forget_fetch(&p.kind);
+                self.suspect(p.peer);
+            }
         }
 
         // A round always gossips: when exchanges that will never be answered (lost messages,
@@ -929,6 +931,26 @@ impl Engine {
         // Refused, or an answer that does not fit the request.
         state.have.clear();
         self.stats.exchanges_failed += 1;
+        self.forget_fetch(&Exchange::Sync(state));
+    }
+
+    /// A fetch of announced ids that failed no longer stands in the way of fetching them
+    /// from the next peer that announces them (rather than waiting for the exchange timeout
+    /// or a round's reconciliation).
+    fn forget_fetch(&mut self, kind: &Exchange) {
+        let Exchange::Sync(state) = kind else {
+            return;
+        };
+        if state.snapshot.is_some() {
+            return;
+        }
+        for want in state.asked.iter().chain(&state.need) {
+            let prefix = match *want {
+                Want::Id(id) => prefix_of(&id),
+                Want::Prefix(prefix) => prefix,
+            };
+            self.fetching.remove(&prefix);
+        }
     }
 
     /// Takes a clock sample from an answer and lets the store follow the correction.

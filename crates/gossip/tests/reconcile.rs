@@ -884,6 +884,41 @@ fn news_is_announced_by_an_eight_byte_prefix_and_fetched_by_it() {
     );
 }
 
+/// While a fetch of an announced id is under way, other announcements of it fetch nothing;
+/// once it failed (or was refused), the next announcement fetches it again at once instead
+/// of leaving it to a round's reconciliation.
+#[test]
+fn a_failed_fetch_of_announced_news_lets_the_next_announcer_be_asked() {
+    let record = &pool()[4];
+    let have = Request::Have(vec![serde_bytes::ByteBuf::from(
+        record.id().0[..wire::ID_PREFIX_LEN].to_vec(),
+    )]);
+    let mut receiver = member(2, 5);
+    let fetches = |out: &[Output]| -> Vec<u64> {
+        sent(out)
+            .into_iter()
+            .filter(|(_, _, r)| matches!(r, Request::Reconcile(None, ..)))
+            .map(|(_, exchange, _)| exchange)
+            .collect()
+    };
+    let first = fetches(&deliver(&mut receiver, PeerId::random(), &have));
+    assert_eq!(first.len(), 1);
+    assert!(fetches(&deliver(&mut receiver, PeerId::random(), &have)).is_empty());
+    receiver.handle(Input::Failed { exchange: first[0] }, NOW);
+    let second = fetches(&deliver(&mut receiver, PeerId::random(), &have));
+    assert_eq!(second.len(), 1, "asked again after the failure");
+    let refused = Input::Response {
+        exchange: second[0],
+        response: Response::Refused("busy".to_owned()),
+    };
+    receiver.handle(refused, NOW);
+    assert_eq!(
+        fetches(&deliver(&mut receiver, PeerId::random(), &have)).len(),
+        1,
+        "and after a refusal"
+    );
+}
+
 #[test]
 fn a_prefix_that_matches_nothing_or_another_record_does_no_harm() {
     let mut announcer = member(1, 5);

@@ -103,9 +103,13 @@ pub fn spawn_outbound(
     cx: LinkContext,
 ) {
     tokio::spawn(async move {
+        let started = std::time::Instant::now();
         let opening = tokio::time::timeout(open_timeout, control.open_stream(peer, LINK_PROTOCOL));
         let stream = match opening.await {
-            Ok(Ok(stream)) => stream,
+            Ok(Ok(stream)) => {
+                debug!(%peer, took = ?started.elapsed(), "link opened");
+                stream
+            }
             failed => {
                 match failed {
                     Ok(Err(e)) => debug!(%peer, "cannot open a link: {e}"),
