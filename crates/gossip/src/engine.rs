@@ -10,10 +10,12 @@
 //!    byte limit; what does not fit goes in the next step, so nothing is dropped.
 //!
 //! When a record new to this node is merged (a new key or a newer seq), it is pushed on at once
-//! to `push_fanout` peers (rumor mongering: each node forwards a given record once, so the
-//! federation does not amplify it; with feedback on, a push acknowledged as news goes on to one
-//! more peer, a bounded number of times); the periodic exchanges remain what guarantees
-//! convergence.
+//! to `push_fanout` peers and its id announced to ⌈ln N⌉ + 3 more, who fetch it if they lack
+//! it (rumor mongering: each node forwards a given record once, so the federation does not
+//! amplify it; with feedback on, a push acknowledged as news goes on to one more peer, a
+//! bounded number of times). A record this node publishes is pushed to all of those peers,
+//! since none of them can hold it yet; refreshes learnt from peers go on together at the next
+//! round. The periodic exchanges remain what guarantees convergence.
 //!
 //! The caller owns the transport: it delivers requests, responses and failures, and sends what
 //! the engine emits. Time and randomness come from the caller (`now`, the seed), so a run is
@@ -322,8 +324,9 @@ pub struct Engine {
     connected: IndexSet<PeerId>,
     pending: HashMap<ExchangeId, Pending>,
     next_exchange: ExchangeId,
-    /// Records new to this node, to push on at the end of the current input.
-    news: Vec<Arc<Record>>,
+    /// Records new to this node, to push on at the end of the current input, and whether
+    /// this node published them (then no one else can hold them yet).
+    news: Vec<(Arc<Record>, bool)>,
     /// Refreshes merged from peers since the last round, pushed on together at the next one
     /// (see [`Config::forward_refreshes`]; bounded by `max_rumor_memory`).
     refreshes: Vec<Arc<Record>>,
@@ -483,7 +486,7 @@ impl Engine {
                 // Our own records go through the merge rule like any other.
                 if let Ok(merged) = self.store.merge(record, self.store_time(now)) {
                     self.merged.push(merged.record.clone());
-                    self.news.push(merged.record);
+                    self.news.push((merged.record, true));
                 }
             }
             Input::PeerDiscovered(peer) => {
@@ -539,7 +542,8 @@ impl Engine {
         self.news.extend(
             self.refreshes
                 .drain(..)
-                .filter(|r| store.get(&r.key()).is_some_and(|held| held.id() == r.id())),
+                .filter(|r| store.get(&r.key()).is_some_and(|held| held.id() == r.id()))
+                .map(|r| (r, false)),
         );
         self.received_this_round.clear();
         self.received_total_this_round = 0;
@@ -1113,7 +1117,7 @@ impl Engine {
                     self.stats.records_merged += 1;
                     self.merged.push(m.record.clone());
                     if !m.refresh {
-                        self.news.push(m.record);
+                        self.news.push((m.record, false));
                     } else if self.config.forward_refreshes
                         && self.refreshes.len() < self.config.max_rumor_memory
                     {
@@ -1142,11 +1146,12 @@ impl Engine {
         }
         let mut batch = Vec::new();
         let mut ids = Vec::new();
+        let mut own_news = 0;
         let mut budget = self
             .config
             .max_message_bytes
             .saturating_sub(MESSAGE_OVERHEAD);
-        for record in news {
+        for (record, published) in news {
             let id = record.id();
             let prefix = prefix_of(&id);
             if self.rumored_by_prefix.get(&prefix) == Some(&id) {
@@ -1174,6 +1179,7 @@ impl Engine {
                 continue;
             }
             budget -= size;
+            own_news += usize::from(published);
             batch.push(record.to_raw());
             ids.push(ByteBuf::from(prefix.to_vec()));
         }
@@ -1183,7 +1189,17 @@ impl Engine {
         let batch = Arc::new(batch);
         let wanted = self.config.push_fanout + self.announce_fanout();
         let peers = self.pick_push_peers(wanted);
-        let (eager, lazy) = peers.split_at(self.config.push_fanout.min(peers.len()));
+        // A node's own new records can be held by no one else yet: each peer it would
+        // announce them to would fetch them, so it gets them at once instead (the same
+        // bytes, two messages' time less per peer). Records learnt from peers are pushed to
+        // `push_fanout` peers and announced to the rest, who fetch only what they lack.
+        let own = batch.len() == own_news;
+        let eager_count = if own {
+            peers.len()
+        } else {
+            self.config.push_fanout
+        };
+        let (eager, lazy) = peers.split_at(eager_count.min(peers.len()));
         for &peer in eager {
             let forwards = self.config.push_feedback_forwards;
             self.send_push(peer, batch.clone(), forwards, now, out);

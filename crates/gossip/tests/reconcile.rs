@@ -566,11 +566,14 @@ fn rumors_and_reconciliations_have_separate_budgets() {
 }
 
 #[test]
-fn news_is_pushed_to_one_peer_and_announced_to_ln_n_plus_three() {
+fn news_is_pushed_to_one_peer_and_announced_to_ln_n_plus_three_and_own_news_to_all() {
     let mut e = engine_with_peers(Config::default(), 50);
     let out = push(&mut e, PeerId::random(), std::slice::from_ref(&pool()[0]));
     // 50 members: ⌈ln 50⌉ + 3 = 7 announcements besides the one eager push.
     assert_eq!(sends(&out), (1, 7));
+    // A record of its own no one else can hold yet: the same 8 peers get it pushed.
+    let own = directory::sample::node(&keypair(1), 1, NOW - 1000, 60_000);
+    assert_eq!(sends(&e.handle(Input::Publish(own), NOW)), (8, 0));
     // An announcement of ids this node lacks starts one fetch of exactly those ids, from the
     // announcer; ids it holds or already fetches are not asked for again.
     let announcer = PeerId::random();
