@@ -41,6 +41,11 @@ pub struct DemoArgs {
     /// node).
     #[arg(long, value_name = "K", default_value_t = node::NodeConfig::DEFAULT_VIEW_SIZE)]
     pub view_size: usize,
+    /// Lifetime of every node's node record (refreshed every third of it). A federation of
+    /// many nodes at long rounds needs it to span enough rounds for a refresh to reach every
+    /// node before the version it replaces expires.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::node::parse_duration)]
+    pub ttl: Duration,
     /// Seed of the choice of announcing nodes and of the engines.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -55,8 +60,8 @@ pub struct DemoArgs {
 /// Most nodes of one demo.
 const MAX_NODES: u32 = 2000;
 
-/// Idle connection timeout of the nodes when they gossip with a partial view (at least ten
-/// rounds).
+/// Idle connection timeout of the nodes when they gossip with a partial view (at least five
+/// rounds: with fanout 2 a view member is contacted about every k / 2 rounds).
 const DEMO_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Earlier nodes each node is bootstrapped to.
@@ -94,6 +99,7 @@ fn config(args: &DemoArgs, i: usize, bootstrap: Vec<directory::Multiaddr>) -> no
     c.api = None;
     c.mdns = false;
     c.interval = args.interval;
+    c.ttl = args.ttl;
     c.fanout = args.fanout as usize;
     c.push_fanout = args.push_fanout;
     if args.announce_fanout.is_some() {
@@ -104,7 +110,7 @@ fn config(args: &DemoArgs, i: usize, bootstrap: Vec<directory::Multiaddr>) -> no
         // View connections are used every few rounds; what Kademlia's queries and the view's
         // rotation open need not outlive that by a minute (both ends' sockets live in this
         // one process).
-        c.idle_timeout = DEMO_IDLE_TIMEOUT.max(args.interval * 10);
+        c.idle_timeout = DEMO_IDLE_TIMEOUT.max(args.interval * 5);
     }
     c.seed = Some(args.seed.wrapping_mul(1000).wrapping_add(i as u64));
     c
@@ -272,6 +278,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let extra = json!({
         "transport": "libp2p tcp+noise+yamux on 127.0.0.1",
         "interval_ms": args.interval.as_millis() as u64,
+        "ttl_ms": args.ttl.as_millis() as u64,
         "push_fanout": args.push_fanout,
         "announce_fanout": args.announce_fanout,
         "rounds_counted": "ticks of the announcing node between the announcement and the last node holding the record",

@@ -362,7 +362,16 @@ struct View {
     computed: Option<(usize, u64)>,
     /// Members left out until the given round, after a failed exchange (bounded).
     suspects: HashMap<PeerId, u64>,
+    /// Members that have this node in their view: they started a reconciliation with it, at
+    /// the given round (bounded by `2 * view_size`, forgotten after [`INBOUND_ROUNDS`]).
+    /// News goes to them too, so that a node few views hold still hears of it at once.
+    inbound: HashMap<PeerId, u64>,
 }
+
+/// Rounds a member that reconciled with this node is still counted as holding it in its view
+/// (with fanout 2 over a view of 8, one of them starts an exchange with each member about
+/// every 4 rounds).
+const INBOUND_ROUNDS: u64 = 16;
 
 /// Up to `k` of `from`, drawn uniformly without replacement.
 fn take_random(rng: &mut ChaCha8Rng, mut from: Vec<PeerId>, k: usize) -> Vec<PeerId> {
@@ -711,6 +720,26 @@ impl Engine {
         self.view.computed = Some((members, round));
     }
 
+    /// A member started a reconciliation with this node: with a view, it is one of the
+    /// members whose view holds this node (see `View::inbound`).
+    fn note_inbound(&mut self, peer: PeerId) {
+        if self.config.view_size == 0
+            || !(self.store.nodes().contains(&peer) || self.peers.contains(&peer))
+        {
+            return;
+        }
+        let round = self.stats.rounds;
+        let inbound = &mut self.view.inbound;
+        inbound.retain(|_, at| round.saturating_sub(*at) < INBOUND_ROUNDS);
+        if !inbound.contains_key(&peer)
+            && inbound.len() >= 2 * self.config.view_size
+            && let Some(oldest) = inbound.iter().min_by_key(|(_, at)| **at).map(|(p, _)| *p)
+        {
+            inbound.remove(&oldest);
+        }
+        inbound.insert(peer, round);
+    }
+
     /// An exchange with `peer` failed: a member of the view is left out of it for a while.
     fn suspect(&mut self, peer: PeerId) {
         if self.config.view_size == 0 || !self.view.members.contains(&peer) {
@@ -793,6 +822,7 @@ impl Engine {
     ) -> Response {
         match request {
             Request::Summary(count, fingerprint) => {
+                self.note_inbound(from);
                 let time = self.network_time(now);
                 self.store.expire(self.store_time(now));
                 let summary = self.snapshot().summary();
@@ -1215,9 +1245,10 @@ impl Engine {
 
     /// Up to `k` distinct members for news: uniformly among the connected ones first (a push
     /// over an open connection costs no dial), then uniformly among all members. With a
-    /// view, only its members (connected ones first): news then travels the same bounded
-    /// set of links as the rounds, and a connection outside the view (a rotation's) is not
-    /// kept open by the pushes it would otherwise attract.
+    /// view, only its members and the members whose views hold this node (connected ones
+    /// first): news then travels the same bounded set of links as the rounds, and a
+    /// connection outside the view (a rotation's) is not kept open by the pushes it would
+    /// otherwise attract.
     fn pick_push_peers(&mut self, k: usize) -> Vec<PeerId> {
         let view = self.view_on();
         if view {
@@ -1225,13 +1256,25 @@ impl Engine {
         }
         let store = &self.store;
         let peers = &self.peers;
-        let members = &self.view.members;
+        let round = self.stats.rounds;
+        // With a view: its members and the members whose views hold this node (the overlay
+        // taken both ways), so that a node no view happens to hold still gets news at once.
+        let neighbours: Vec<PeerId> = if view {
+            let members = &self.view.members;
+            let inbound = self.view.inbound.iter().filter(|(p, at)| {
+                round.saturating_sub(**at) < INBOUND_ROUNDS && !members.contains(p)
+            });
+            let inbound: Vec<PeerId> = inbound.map(|(p, _)| *p).collect();
+            [members.clone(), inbound].concat()
+        } else {
+            Vec::new()
+        };
         let connected: Vec<PeerId> = self
             .connected
             .iter()
             .filter(|p| {
                 if view {
-                    members.contains(*p)
+                    neighbours.contains(*p)
                 } else {
                     store.nodes().contains(*p) || peers.contains(*p)
                 }
@@ -1241,7 +1284,15 @@ impl Engine {
         let mut picked = take_random(&mut self.rng, connected, k);
         if picked.len() < k {
             let exclude: HashSet<PeerId> = picked.iter().copied().collect();
-            let more = self.pick_peers(k - picked.len(), &exclude);
+            let more = if view {
+                let rest = neighbours
+                    .into_iter()
+                    .filter(|p| !exclude.contains(p))
+                    .collect();
+                take_random(&mut self.rng, rest, k - picked.len())
+            } else {
+                self.pick_peers(k - picked.len(), &exclude)
+            };
             picked.extend(more);
         }
         picked

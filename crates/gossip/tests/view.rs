@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use directory::PeerId;
 use directory::sample::keypair;
+use gossipdir_gossip::wire::Request;
 use gossipdir_gossip::{Config, Engine, Input, Output};
 
 const NOW: u64 = 1_800_000_000_000;
@@ -159,4 +160,56 @@ fn news_goes_to_view_members_even_when_others_are_connected() {
         .collect();
     assert!(!targets.is_empty());
     assert!(targets.iter().all(|t| view.contains(t)), "{targets:?}");
+}
+
+/// A member that reconciles with this node holds it in its view: news goes to it as well as
+/// to the view, so that a node few views hold (in a k-out overlay, e⁻ᵏ of them are in none)
+/// still hears at once. A stranger's request does not make it one.
+#[test]
+fn news_also_goes_to_members_whose_view_holds_this_node() {
+    let config = Config {
+        view_size: 4,
+        announce_fanout: Some(16),
+        ..Config::default()
+    };
+    let mut e = Engine::new(keypair(1).public().to_peer_id(), config, 7);
+    for i in 0..PEERS {
+        e.handle(
+            Input::PeerDiscovered(keypair(100 + i).public().to_peer_id()),
+            NOW,
+        );
+    }
+    let publish = |e: &mut Engine, key: u64| -> HashSet<PeerId> {
+        let record = directory::sample::node(&keypair(key), 1, NOW - 1000, 60_000);
+        e.handle(Input::Publish(record), NOW)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, .. } => Some(to),
+                _ => None,
+            })
+            .collect()
+    };
+    let before = publish(&mut e, 4);
+    let view: HashSet<PeerId> = e.view().iter().copied().collect();
+    assert_eq!(before, view);
+    let outside = (0..PEERS)
+        .map(|i| keypair(100 + i).public().to_peer_id())
+        .find(|p| !view.contains(p))
+        .unwrap();
+    let stranger = PeerId::random();
+    for from in [outside, stranger] {
+        let summary = Request::Summary(0, serde_bytes::ByteBuf::from(vec![0u8; 32]));
+        e.handle(
+            Input::Request {
+                from,
+                channel: 1,
+                request: summary,
+            },
+            NOW,
+        );
+    }
+    let after = publish(&mut e, 5);
+    let mut expected = view.clone();
+    expected.insert(outside);
+    assert_eq!(after, expected);
 }
