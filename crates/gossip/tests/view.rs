@@ -14,12 +14,16 @@ const PEERS: u64 = 200;
 /// At most `fanout` exchanges in flight: each round abandons the last round's (which are
 /// never answered here) rather than waiting for them.
 fn engine(view_size: usize, rotation: u32) -> Engine {
-    let config = Config {
+    knowing_every_peer(Config {
         view_size,
         view_rotation_rounds: rotation,
         max_exchanges: Config::default().fanout,
         ..Config::default()
-    };
+    })
+}
+
+/// An engine with `config` that knows all `PEERS` peers.
+fn knowing_every_peer(config: Config) -> Engine {
     let mut e = Engine::new(keypair(1).public().to_peer_id(), config, 7);
     for i in 0..PEERS {
         let peer = keypair(100 + i).public().to_peer_id();
@@ -133,13 +137,7 @@ fn news_goes_to_view_members_even_when_others_are_connected() {
         view_size: 8,
         ..Config::default()
     };
-    let mut e = Engine::new(keypair(1).public().to_peer_id(), config, 7);
-    for i in 0..PEERS {
-        e.handle(
-            Input::PeerDiscovered(keypair(100 + i).public().to_peer_id()),
-            NOW,
-        );
-    }
+    let mut e = knowing_every_peer(config);
     let first = directory::sample::node(&keypair(4), 1, NOW - 1000, 60_000);
     e.handle(Input::Publish(first), NOW);
     let view: HashSet<PeerId> = e.view().iter().copied().collect();
@@ -172,13 +170,7 @@ fn news_also_goes_to_members_whose_view_holds_this_node() {
         announce_fanout: Some(16),
         ..Config::default()
     };
-    let mut e = Engine::new(keypair(1).public().to_peer_id(), config, 7);
-    for i in 0..PEERS {
-        e.handle(
-            Input::PeerDiscovered(keypair(100 + i).public().to_peer_id()),
-            NOW,
-        );
-    }
+    let mut e = knowing_every_peer(config);
     let publish = |e: &mut Engine, key: u64| -> HashSet<PeerId> {
         let record = directory::sample::node(&keypair(key), 1, NOW - 1000, 60_000);
         e.handle(Input::Publish(record), NOW)
