@@ -144,7 +144,7 @@ pub struct EventLoop {
     links_in: HashMap<LinkId, InLink>,
     link_in_by_peer: HashMap<PeerId, LinkId>,
     link_requests: HashMap<(LinkId, u64), LinkRequest>,
-    /// Peers a link could not be opened to: request-response only.
+    /// Peers that do not speak the link protocol: request-response only.
     no_link: HashSet<PeerId>,
     next_link: LinkId,
     next_link_request: u64,
@@ -1341,7 +1341,8 @@ impl EventLoop {
     }
 
     /// Opens our link to `to` unless it is open (or opening) already; false when there is
-    /// none and cannot be one (the peer has no link protocol, or `MAX_LINKS` are open).
+    /// none and cannot be one (the peer does not speak the link protocol, or `MAX_LINKS` are
+    /// open).
     fn open_link(&mut self, to: PeerId) -> bool {
         if self.links_out.contains_key(&to) {
             return true;
@@ -1411,8 +1412,12 @@ impl EventLoop {
                     });
                 }
             }
-            LinkEvent::Closed { peer, link, opened } => {
-                if !opened && self.no_link.len() < MAX_TRACKED_PEERS {
+            LinkEvent::Closed {
+                peer,
+                link,
+                unsupported,
+            } => {
+                if unsupported && self.no_link.len() < MAX_TRACKED_PEERS {
                     self.no_link.insert(peer);
                 }
                 if self.links_out.get(&peer).is_some_and(|l| l.id == link) {

@@ -10,9 +10,8 @@
 //! most the message limit (plus the id). The side that opened the link sends requests, the
 //! other answers them on the same stream; the engine sees the same requests and responses
 //! as over request-response, which stays for peers not connected yet (it dials), peers with
-//! relayed connections only, peers a link could not be opened to (they do not speak it, or
-//! the connection refused the stream: request-response from then on), and anything a link
-//! cannot take.
+//! relayed connections only, peers that do not speak the link protocol (request-response from
+//! then on), and anything a link cannot take.
 //!
 //! Bounds: one outbound and one inbound link per peer, at most [`MAX_LINKS`] inbound links,
 //! [`LINK_QUEUE`] frames queued per link (a full queue sends the request over
@@ -73,13 +72,15 @@ pub enum LinkEvent {
         id: u64,
         response: Response,
     },
-    /// The link ended (closed by either side or broken; `opened` is false when it could not
-    /// be opened at all: the peer does not speak the protocol, or the connection refused the
-    /// stream). Requests in flight on it will not be answered.
+    /// The link ended (closed by either side, broken, or never opened). `unsupported`: the
+    /// peer does not speak the link protocol (request-response with it from then on); a link
+    /// that could not be opened for another reason (its connection closed meanwhile, a
+    /// timeout) is tried again by the next request. Requests in flight on it will not be
+    /// answered.
     Closed {
         peer: PeerId,
         link: LinkId,
-        opened: bool,
+        unsupported: bool,
     },
 }
 
@@ -111,11 +112,15 @@ pub fn spawn_outbound(
                 stream
             }
             failed => {
+                let unsupported = matches!(
+                    failed,
+                    Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)))
+                );
                 match failed {
                     Ok(Err(e)) => debug!(%peer, "cannot open a link: {e}"),
                     _ => debug!(%peer, "opening a link timed out"),
                 }
-                closed(peer, link, false, &cx).await;
+                closed(peer, link, unsupported, &cx).await;
                 return;
             }
         };
@@ -126,7 +131,7 @@ pub fn spawn_outbound(
             response,
         };
         run(stream, requests, &cx, to_event).await;
-        closed(peer, link, true, &cx).await;
+        closed(peer, link, false, &cx).await;
     });
 }
 
@@ -147,13 +152,17 @@ pub fn spawn_inbound(
             request,
         };
         run(stream, responses, &cx, to_event).await;
-        closed(peer, link, true, &cx).await;
+        closed(peer, link, false, &cx).await;
     });
 }
 
-/// Tells the event loop that a link has ended (`opened`: see [`LinkEvent::Closed`]).
-async fn closed(peer: PeerId, link: LinkId, opened: bool, cx: &LinkContext) {
-    let end = LinkEvent::Closed { peer, link, opened };
+/// Tells the event loop that a link has ended (`unsupported`: see [`LinkEvent::Closed`]).
+async fn closed(peer: PeerId, link: LinkId, unsupported: bool, cx: &LinkContext) {
+    let end = LinkEvent::Closed {
+        peer,
+        link,
+        unsupported,
+    };
     let _ = cx.events.send(end).await;
 }
 
