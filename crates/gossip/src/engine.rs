@@ -525,13 +525,7 @@ impl Engine {
             Input::Response { exchange, response } => {
                 self.on_response(exchange, response, now, &mut out)
             }
-            Input::Failed { exchange } => {
-                if let Some(failed) = self.pending.remove(&exchange) {
-                    self.stats.exchanges_failed += 1;
-                    self.forget_fetch(&failed.kind);
-                    self.suspect(failed.peer);
-                }
-            }
+            Input::Failed { exchange } => self.fail(exchange),
         }
         self.push_news(now, &mut out);
         if !self.merged.is_empty() {
@@ -571,12 +565,8 @@ impl Engine {
             .filter(|(_, p)| now.saturating_sub(p.started_at) >= timeout)
             .map(|(id, _)| *id)
             .collect();
-        self.stats.exchanges_failed += timed_out.len() as u64;
         for id in timed_out {
-            if let Some(p) = self.pending.remove(&id) {
-                self.forget_fetch(&p.kind);
-                self.suspect(p.peer);
-            }
+            self.fail(id);
         }
 
         // A round always gossips: when exchanges that will never be answered (lost messages,
@@ -968,6 +958,16 @@ impl Engine {
         self.forget_fetch(&Exchange::Sync(state));
     }
 
+    /// An exchange whose request failed or timed out: its peer is suspected (with a view) and
+    /// a fetch's ids are released.
+    fn fail(&mut self, exchange: ExchangeId) {
+        if let Some(failed) = self.pending.remove(&exchange) {
+            self.stats.exchanges_failed += 1;
+            self.forget_fetch(&failed.kind);
+            self.suspect(failed.peer);
+        }
+    }
+
     /// A fetch of announced ids that failed no longer stands in the way of fetching them
     /// from the next peer that announces them (rather than waiting for the exchange timeout
     /// or a round's reconciliation).
@@ -1250,51 +1250,35 @@ impl Engine {
     /// connection outside the view (a rotation's) is not kept open by the pushes it would
     /// otherwise attract.
     fn pick_push_peers(&mut self, k: usize) -> Vec<PeerId> {
-        let view = self.view_on();
-        if view {
-            self.refresh_view();
+        if !self.view_on() {
+            let (store, peers) = (&self.store, &self.peers);
+            let connected = self.connected.iter();
+            let members = connected.filter(|p| store.nodes().contains(*p) || peers.contains(*p));
+            let connected: Vec<PeerId> = members.copied().collect();
+            let mut picked = take_random(&mut self.rng, connected, k);
+            if picked.len() < k {
+                let exclude: HashSet<PeerId> = picked.iter().copied().collect();
+                picked.extend(self.pick_peers(k - picked.len(), &exclude));
+            }
+            return picked;
         }
-        let store = &self.store;
-        let peers = &self.peers;
+        // The view and the members whose views hold this node (the overlay taken both ways),
+        // so that a node no view happens to hold still gets news at once.
+        self.refresh_view();
         let round = self.stats.rounds;
-        // With a view: its members and the members whose views hold this node (the overlay
-        // taken both ways), so that a node no view happens to hold still gets news at once.
-        let neighbours: Vec<PeerId> = if view {
-            let members = &self.view.members;
-            let inbound = self.view.inbound.iter().filter(|(p, at)| {
+        let members = &self.view.members;
+        let inbound =
+            self.view.inbound.iter().filter(|(p, at)| {
                 round.saturating_sub(**at) < INBOUND_ROUNDS && !members.contains(p)
             });
-            let inbound: Vec<PeerId> = inbound.map(|(p, _)| *p).collect();
-            [members.clone(), inbound].concat()
-        } else {
-            Vec::new()
-        };
-        let connected: Vec<PeerId> = self
-            .connected
-            .iter()
-            .filter(|p| {
-                if view {
-                    neighbours.contains(*p)
-                } else {
-                    store.nodes().contains(*p) || peers.contains(*p)
-                }
-            })
-            .copied()
-            .collect();
+        let inbound: Vec<PeerId> = inbound.map(|(p, _)| *p).collect();
+        let (connected, rest): (Vec<PeerId>, Vec<PeerId>) = [members.clone(), inbound]
+            .concat()
+            .into_iter()
+            .partition(|p| self.connected.contains(p));
         let mut picked = take_random(&mut self.rng, connected, k);
-        if picked.len() < k {
-            let exclude: HashSet<PeerId> = picked.iter().copied().collect();
-            let more = if view {
-                let rest = neighbours
-                    .into_iter()
-                    .filter(|p| !exclude.contains(p))
-                    .collect();
-                take_random(&mut self.rng, rest, k - picked.len())
-            } else {
-                self.pick_peers(k - picked.len(), &exclude)
-            };
-            picked.extend(more);
-        }
+        let more = k - picked.len();
+        picked.extend(take_random(&mut self.rng, rest, more));
         picked
     }
 
