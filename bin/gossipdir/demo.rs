@@ -85,6 +85,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.interval < Duration::from_millis(10) {
         bail!("--interval must be at least 10ms");
     }
+    crate::node::check_ttl("--ttl", args.ttl)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -130,6 +130,14 @@ struct FileConfig {
     log_format: Option<LogFormat>,
 }
 
+/// A record lifetime given on the command line (`flag`): between 1 s and 60 min.
+pub fn check_ttl(flag: &str, ttl: Duration) -> anyhow::Result<Duration> {
+    if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {
+        bail!("{flag} must be between 1s and 60m");
+    }
+    Ok(ttl)
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s)
         .map_err(|e| format!("{s:?} is not a duration like 1s, 500ms, 2m: {e}"))
@@ -277,16 +285,10 @@ pub fn run(args: NodeArgs) -> anyhow::Result<()> {
         config.view_size = view_size;
     }
     if let Some(ttl) = args.ttl {
-        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {
-            bail!("--ttl must be between 1s and 60m");
-        }
-        config.ttl = ttl;
+        config.ttl = check_ttl("--ttl", ttl)?;
     }
     if let Some(ttl) = args.specialist_ttl {
-        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(3600) {
-            bail!("--specialist-ttl must be between 1s and 60m");
-        }
-        config.specialist_ttl = ttl;
+        config.specialist_ttl = check_ttl("--specialist-ttl", ttl)?;
     }
     config.mdns = !args.no_mdns;
     config.relay_server = args.relay_server;
