@@ -14,8 +14,10 @@
 //! it (rumor mongering: each node forwards a given record once, so the federation does not
 //! amplify it; with feedback on, a push acknowledged as news goes on to one more peer, a
 //! bounded number of times). A record this node publishes is pushed to all of those peers,
-//! since none of them can hold it yet; refreshes learnt from peers go on together at the next
-//! round. The periodic exchanges remain what guarantees convergence.
+//! since none of them can hold it yet. Refreshes and membership news (node records) learnt
+//! from peers go on together at the next round: they are not what anyone waits for, and one
+//! rumor wave each would cost a federation of N nodes N² messages as it forms. The periodic
+//! exchanges remain what guarantees convergence.
 //!
 //! The caller owns the transport: it delivers requests, responses and failures, and sends what
 //! the engine emits. Time and randomness come from the caller (`now`, the seed), so a run is
@@ -225,7 +227,8 @@ pub struct EngineStats {
     /// News not pushed on because its owner exceeded its rumor rate.
     pub rumors_suppressed: u64,
     /// Refreshes merged from peers and left to the reconciliations rather than pushed on
-    /// ([`Config::forward_refreshes`] off, or more than `max_rumor_memory` in one round).
+    /// ([`Config::forward_refreshes`] off), and records of the round's batch beyond
+    /// `max_rumor_memory`.
     pub refreshes_not_forwarded: u64,
     /// Id announcements sent (lazy pushes).
     pub announces_sent: u64,
@@ -324,18 +327,19 @@ pub struct Engine {
     connected: IndexSet<PeerId>,
     pending: HashMap<ExchangeId, Pending>,
     next_exchange: ExchangeId,
-    /// Records new to this node, to push on at the end of the current input, and whether
-    /// this node published them (then no one else can hold them yet).
-    news: Vec<(Arc<Record>, bool)>,
-    /// Refreshes merged from peers since the last round, pushed on together at the next one
-    /// (see [`Config::forward_refreshes`]; bounded by `max_rumor_memory`).
-    refreshes: Vec<Arc<Record>>,
+    /// Records new to this node, to push on at the end of the current input, and where they
+    /// came from.
+    news: Vec<(Arc<Record>, Source)>,
+    /// Refreshes (see [`Config::forward_refreshes`]) and node records merged from peers since
+    /// the last round, pushed on together at the next one (bounded by `max_rumor_memory`).
+    next_round: Vec<Arc<Record>>,
     /// Records merged during the current input, reported with [`Output::Merged`].
     merged: Vec<Arc<Record>>,
-    /// Ids already pushed on, oldest first (bounded).
+    /// Ids of the records merged recently (this node's own included), oldest first (bounded).
     rumored: VecDeque<RecordId>,
-    /// The same ids by prefix: deduplicates rumors, tells which announced prefixes this node
-    /// already had, and finds the record a peer fetches by the prefix this node announced.
+    /// The same ids by prefix: tells which announced prefixes this node already has (also
+    /// those waiting for the next round's batch, which it must not fetch again), and finds
+    /// the record a peer fetches by the prefix this node announced.
     rumored_by_prefix: HashMap<IdPrefix, RecordId>,
     /// Prefixes of announced ids being fetched, and when the fetch started (bounded; entries
     /// older than the exchange timeout are stale).
@@ -373,6 +377,24 @@ struct View {
 /// every 4 rounds).
 const INBOUND_ROUNDS: u64 = 16;
 
+/// Where a record to push on came from; it decides how many peers get it eagerly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Published by this node: no one else can hold it yet, every peer gets it.
+    Own,
+    /// News merged from a peer: `push_fanout` peers get it, the rest its id.
+    Peer,
+    /// The round's batch (refreshes, membership news): only ids. Most peers already hold
+    /// most of it, and a whole batch pushed eagerly would mostly be copies they drop.
+    Round,
+}
+
+/// A node record that is not a withdrawal: membership news, which waits for the next round
+/// (a withdrawal says a node left, which its peers should stop counting on at once).
+fn is_membership(record: &Record) -> bool {
+    matches!(record.body().content, directory::Content::Node(_)) && !record.withdrawn()
+}
+
 /// Up to `k` of `from`, drawn uniformly without replacement.
 fn take_random(rng: &mut ChaCha8Rng, mut from: Vec<PeerId>, k: usize) -> Vec<PeerId> {
     let mut picked = Vec::with_capacity(k.min(from.len()));
@@ -402,7 +424,7 @@ impl Engine {
             pending: HashMap::new(),
             next_exchange: 0,
             news: Vec::new(),
-            refreshes: Vec::new(),
+            next_round: Vec::new(),
             merged: Vec::new(),
             rumored: VecDeque::new(),
             rumored_by_prefix: HashMap::new(),
@@ -494,8 +516,8 @@ impl Engine {
             Input::Publish(record) => {
                 // Our own records go through the merge rule like any other.
                 if let Ok(merged) = self.store.merge(record, self.store_time(now)) {
-                    self.merged.push(merged.record.clone());
-                    self.news.push((merged.record, true));
+                    self.note_merged(&merged.record);
+                    self.news.push((merged.record, Source::Own));
                 }
             }
             Input::PeerDiscovered(peer) => {
@@ -539,14 +561,14 @@ impl Engine {
         self.clock.refresh(now);
         self.follow_clock();
         self.store.expire(self.store_time(now));
-        // The round's batch of refreshes goes on with the news of this input (`push_news`),
-        // less those replaced or expired since they were merged.
+        // The round's batch goes on with the news of this input (`push_news`), less the
+        // records replaced or expired since they were merged.
         let store = &self.store;
         self.news.extend(
-            self.refreshes
+            self.next_round
                 .drain(..)
                 .filter(|r| store.get(&r.key()).is_some_and(|held| held.id() == r.id()))
-                .map(|r| (r, false)),
+                .map(|r| (r, Source::Round)),
         );
         self.received_this_round.clear();
         self.received_total_this_round = 0;
@@ -676,14 +698,17 @@ impl Engine {
         self.store.nodes().len() + self.peers.len()
     }
 
-    /// Recomputes the view when the membership size changed, a member became suspect, or
-    /// every [`VIEW_RECOMPUTE_ROUNDS`] rounds.
+    /// Recomputes the view when a member became suspect, every [`VIEW_RECOMPUTE_ROUNDS`]
+    /// rounds, and when the membership size changed: at once while the view is not full,
+    /// else once a round (ranking every member at each change took about a tenth of the CPU
+    /// of 1,000 nodes forming a federation in one process).
     fn refresh_view(&mut self) {
         let members = self.members();
         let round = self.stats.rounds;
         if let Some((size, at)) = self.view.computed
-            && size == members
             && round < at + VIEW_RECOMPUTE_ROUNDS
+            && (size == members
+                || (at == round && self.view.members.len() >= self.config.view_size))
         {
             return;
         }
@@ -1145,13 +1170,13 @@ impl Engine {
                 Ok(m) => {
                     merged += 1;
                     self.stats.records_merged += 1;
-                    self.merged.push(m.record.clone());
-                    if !m.refresh {
-                        self.news.push((m.record, false));
-                    } else if self.config.forward_refreshes
-                        && self.refreshes.len() < self.config.max_rumor_memory
-                    {
-                        self.refreshes.push(m.record);
+                    self.note_merged(&m.record);
+                    if m.refresh && !self.config.forward_refreshes {
+                        self.stats.refreshes_not_forwarded += 1;
+                    } else if !m.refresh && !is_membership(&m.record) {
+                        self.news.push((m.record, Source::Peer));
+                    } else if self.next_round.len() < self.config.max_rumor_memory {
+                        self.next_round.push(m.record);
                     } else {
                         self.stats.refreshes_not_forwarded += 1;
                     }
@@ -1165,7 +1190,29 @@ impl Engine {
         merged
     }
 
-    /// Pushes the records that became news during this input to `push_fanout` peers, once.
+    /// Reports `record` in this input's [`Output::Merged`] and remembers its id prefix (see
+    /// `rumored_by_prefix`). A record is merged once (the store refuses it again), so each
+    /// goes on at most once without a check of its own here.
+    fn note_merged(&mut self, record: &Arc<Record>) {
+        self.merged.push(record.clone());
+        let id = record.id();
+        // A colliding prefix now names this record: the older one is no longer recognised
+        // nor served by prefix (reconciliation carries it if need be).
+        self.rumored_by_prefix.insert(prefix_of(&id), id);
+        self.rumored.push_back(id);
+        if self.rumored.len() > self.config.max_rumor_memory
+            && let Some(old) = self.rumored.pop_front()
+        {
+            let old_prefix = prefix_of(&old);
+            if self.rumored_by_prefix.get(&old_prefix) == Some(&old) {
+                self.rumored_by_prefix.remove(&old_prefix);
+            }
+        }
+    }
+
+    /// Sends on, once, the records that became news during this input: to `push_fanout +
+    /// announce_fanout` peers, eagerly (the records) to as many as their source calls for
+    /// (see [`Source`]) and lazily (their ids) to the rest, who fetch what they lack.
     fn push_news(&mut self, now: u64, out: &mut Vec<Output>) {
         if self.news.is_empty() {
             return;
@@ -1174,30 +1221,16 @@ impl Engine {
         if self.config.push_fanout == 0 {
             return;
         }
-        let mut batch = Vec::new();
+        let mut records = Vec::new();
         let mut ids = Vec::new();
-        let mut own_news = 0;
+        let (mut from_peers, mut own) = (false, false);
         let mut budget = self
             .config
             .max_message_bytes
             .saturating_sub(MESSAGE_OVERHEAD);
-        for (record, published) in news {
-            let id = record.id();
-            let prefix = prefix_of(&id);
-            if self.rumored_by_prefix.get(&prefix) == Some(&id) {
-                continue;
-            }
-            // A colliding prefix now names this record: the older one is no longer
-            // deduplicated nor served by prefix (reconciliation carries it if need be).
-            self.rumored_by_prefix.insert(prefix, id);
-            self.rumored.push_back(id);
-            if self.rumored.len() > self.config.max_rumor_memory
-                && let Some(old) = self.rumored.pop_front()
-            {
-                let old_prefix = prefix_of(&old);
-                if self.rumored_by_prefix.get(&old_prefix) == Some(&old) {
-                    self.rumored_by_prefix.remove(&old_prefix);
-                }
+        for (record, source) in news {
+            if ids.len() >= MAX_ANNOUNCED_IDS {
+                break; // The periodic exchanges carry the rest.
             }
             if !self.take_rumor_token(*record.owner(), now) {
                 self.stats.rumors_suppressed += 1;
@@ -1209,32 +1242,43 @@ impl Engine {
                 continue;
             }
             budget -= size;
-            own_news += usize::from(published);
-            batch.push(record.to_raw());
-            ids.push(ByteBuf::from(prefix.to_vec()));
+            from_peers |= source == Source::Peer;
+            own |= source == Source::Own;
+            ids.push(ByteBuf::from(prefix_of(&record.id()).to_vec()));
+            records.push(record);
         }
-        if batch.is_empty() {
+        if records.is_empty() {
             return;
         }
-        let batch = Arc::new(batch);
         let wanted = self.config.push_fanout + self.announce_fanout();
         let peers = self.pick_push_peers(wanted);
-        // A node's own new records can be held by no one else yet: each peer it would
-        // announce them to would fetch them, so it gets them at once instead (the same
-        // bytes, two messages' time less per peer). Records learnt from peers are pushed to
-        // `push_fanout` peers and announced to the rest, who fetch only what they lack.
-        let own = batch.len() == own_news;
-        let eager_count = if own {
+        // One input brings news of one source: records from a peer, a publication of this
+        // node's, or the round's batch.
+        let eager_count = if from_peers {
+            self.config.push_fanout
+        } else if own {
             peers.len()
         } else {
-            self.config.push_fanout
+            0
         };
         let (eager, lazy) = peers.split_at(eager_count.min(peers.len()));
-        for &peer in eager {
-            let forwards = self.config.push_feedback_forwards;
-            self.send_push(peer, batch.clone(), forwards, now, out);
+        if !eager.is_empty() {
+            let batch = Arc::new(records.iter().map(|r| r.to_raw()).collect::<Vec<_>>());
+            for &peer in eager {
+                let forwards = self.config.push_feedback_forwards;
+                self.send_push(peer, batch.clone(), forwards, now, out);
+            }
         }
-        for &peer in lazy {
+        // Ids go over open connections only: a dial costs a handshake, many times the bytes
+        // and CPU of the few bytes announced (a caller that reports no connections, the
+        // simulator, has every member count as reachable).
+        let connected = &self.connected;
+        let lazy: Vec<PeerId> = lazy
+            .iter()
+            .filter(|p| connected.is_empty() || connected.contains(*p))
+            .copied()
+            .collect();
+        for peer in lazy {
             if !self.rumor_room() {
                 break;
             }

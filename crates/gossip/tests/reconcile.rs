@@ -444,38 +444,45 @@ fn a_refresh_is_merged_but_not_pushed_on_when_refreshes_are_not_forwarded() {
     let mut e = engine_with_peers(config, 10);
     let kp = keypair(77);
     let ttl = 60_000;
-    let first = directory::sample::node(&kp, 1, NOW - 1000, ttl);
-    let refresh = directory::sample::node(&kp, 2, NOW - 500, ttl);
+    let version = |seq: u64, caps: &[&str]| specialist(&kp, "ocr", caps, seq, NOW - 1000, ttl);
+    let first = version(1, &["ocr"]);
+    let refresh = version(2, &["ocr"]);
     let out = push(&mut e, PeerId::random(), std::slice::from_ref(&first));
     assert_ne!(sends(&out), (0, 0), "a new key is news");
     let out = push(&mut e, PeerId::random(), std::slice::from_ref(&refresh));
     assert_eq!(sends(&out), (0, 0), "a refresh is not");
     assert_eq!(e.store().get(&refresh.key()).map(|r| r.seq()), Some(2));
     assert_eq!(e.stats().refreshes_not_forwarded, 1);
-    let resign = |seq: u64, edit: &dyn Fn(&mut directory::Body)| {
-        let mut body = refresh.body().clone();
-        body.seq = seq;
-        edit(&mut body);
-        Record::sign(body, &kp, &Limits::default()).unwrap()
-    };
-    let changed = resign(3, &|b| {
-        b.content = directory::Content::Node(directory::NodeInfo {
-            addrs: vec!["/ip4/10.0.0.1/tcp/4101".parse().unwrap()],
-            protocol: "gossipdir/1".to_owned(),
-        })
-    });
-    let withdrawn = resign(4, &|b| b.withdrawn = true);
+    let out = e.handle(Input::Tick, NOW);
+    assert_eq!(sends(&out), (0, 0), "nor at the next round");
+    let changed = version(3, &["ocr", "pdf"]);
+    let mut body = changed.body().clone();
+    body.seq = 4;
+    body.withdrawn = true;
+    let withdrawn = Record::sign(body, &kp, &Limits::default()).unwrap();
     for news in [changed, withdrawn] {
         let out = push(&mut e, PeerId::random(), std::slice::from_ref(&news));
         assert_ne!(sends(&out), (0, 0), "seq {} is news", news.seq());
     }
 }
 
-/// With `forward_refreshes` (the default), refreshes merged from peers wait for the next
-/// round and go on together: one push and one round of announcements for all of them,
-/// however many arrived; one replaced in the meantime is not sent; news does not wait.
+/// The prefixes a [`Request::Have`] of `out` announces, one set per announcement.
+fn announced(out: &[Output]) -> Vec<BTreeSet<Vec<u8>>> {
+    sent(out)
+        .into_iter()
+        .filter_map(|(_, _, r)| match r {
+            Request::Have(ids) => Some(ids.into_iter().map(|id| id.into_vec()).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Refreshes and membership news (node records) merged from peers wait for the next round
+/// and go on together, as ids only (most peers already hold most of a round's batch): one
+/// round of announcements however many arrived; a record replaced in the meantime is not
+/// announced; a specialist and a node's withdrawal do not wait.
 #[test]
-fn refreshes_merged_between_rounds_go_on_together_at_the_next_round() {
+fn refreshes_and_new_members_go_on_together_as_ids_at_the_next_round() {
     let mut e = engine_with_peers(Config::default(), 20);
     let ttl = 60_000;
     let owners: Vec<_> = (80..83).map(keypair).collect();
@@ -484,7 +491,8 @@ fn refreshes_merged_between_rounds_go_on_together_at_the_next_round() {
         .map(|kp| directory::sample::node(kp, 1, NOW - 1000, ttl))
         .collect();
     let out = push(&mut e, PeerId::random(), &firsts);
-    assert_ne!(sends(&out), (0, 0), "new keys are news at once");
+    assert_eq!(sends(&out), (0, 0), "new members wait for the round");
+    assert_eq!(merged(&out).len(), 3, "but are merged at once");
     let refreshes: Vec<Record> = owners
         .iter()
         .map(|kp| directory::sample::node(kp, 2, NOW - 500, ttl))
@@ -497,26 +505,74 @@ fn refreshes_merged_between_rounds_go_on_together_at_the_next_round() {
     // The first owner refreshes again before the round: only its latest version goes on.
     let again = directory::sample::node(&owners[0], 3, NOW - 400, ttl);
     push(&mut e, PeerId::random(), std::slice::from_ref(&again));
+    let news = &pool()[0];
+    assert_eq!(
+        sends(&push(&mut e, PeerId::random(), std::slice::from_ref(news))),
+        (1, e.announce_fanout()),
+        "a specialist is news at once"
+    );
     let out = e.handle(Input::Tick, NOW);
-    let pushed: Vec<BTreeSet<RecordId>> = sent(&out)
+    let prefix = |r: &Record| r.id().0[..8].to_vec();
+    let expected: BTreeSet<Vec<u8>> = [&again, &refreshes[1], &refreshes[2]]
         .into_iter()
-        .filter_map(|(_, _, r)| match r {
-            Request::Push(records) => Some(
-                records
-                    .into_iter()
-                    .map(|raw| Record::from_raw(raw, &Limits::default()).unwrap().id())
-                    .collect(),
-            ),
-            _ => None,
-        })
+        .map(prefix)
         .collect();
-    let expected: BTreeSet<RecordId> = [again.id(), refreshes[1].id(), refreshes[2].id()].into();
-    assert_eq!(pushed, [expected], "one push of the round's refreshes");
-    let (_, announcements) = sends(&out);
-    assert_eq!(announcements, e.announce_fanout());
+    let wanted = Config::default().push_fanout + e.announce_fanout();
+    assert_eq!(announced(&out), vec![expected; wanted]);
+    assert_eq!(sends(&out), (0, wanted), "ids only, no push");
     assert_eq!(e.stats().refreshes_not_forwarded, 0);
     let out = e.handle(Input::Tick, NOW + 1000);
     assert_eq!(sends(&out), (0, 0), "sent once");
+    let mut body = again.body().clone();
+    body.seq = 4;
+    body.withdrawn = true;
+    let left = Record::sign(body, &owners[0], &Limits::default()).unwrap();
+    let out = push(&mut e, PeerId::random(), std::slice::from_ref(&left));
+    assert_eq!(sends(&out).0, 1, "a node that left is news at once");
+}
+
+/// A record waiting for the next round's batch is held: announced by another peer before
+/// this node announces it, it is not fetched again.
+#[test]
+fn a_record_waiting_for_the_round_is_not_fetched_again_when_announced() {
+    let mut e = engine_with_peers(Config::default(), 20);
+    let kp = keypair(80);
+    for seq in [1, 2] {
+        let version = specialist(&kp, "ocr", &["ocr"], seq, NOW - 1000, 60_000);
+        push(&mut e, PeerId::random(), std::slice::from_ref(&version));
+    }
+    let refresh = specialist(&kp, "ocr", &["ocr"], 2, NOW - 1000, 60_000);
+    let have = Request::Have(vec![refresh.id().0[..8].to_vec().into()]);
+    let out = deliver(&mut e, PeerId::random(), &have);
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert!(out.contains(&Output::Respond {
+        channel: 1,
+        response: Response::PushAck(0)
+    }));
+}
+
+/// Once the caller reports connections, ids of news go over them only (a dial for a few
+/// bytes of announcement costs a handshake); pushes still go where they must.
+#[test]
+fn ids_of_news_go_over_open_connections_only() {
+    let mut e = engine_with_peers(Config::default(), 50);
+    let connected: Vec<PeerId> = (0..3)
+        .map(|i| keypair(100 + i).public().to_peer_id())
+        .collect();
+    for peer in &connected {
+        e.handle(Input::Connected(*peer), NOW);
+    }
+    let out = push(&mut e, PeerId::random(), std::slice::from_ref(&pool()[0]));
+    assert_eq!(
+        sends(&out),
+        (1, 2),
+        "one push, the other two connected peers announced to"
+    );
+    assert!(sent(&out).iter().all(|(to, _, _)| connected.contains(to)));
+    // A record of its own goes to every peer picked, connected or not.
+    let own = directory::sample::node(&keypair(1), 1, NOW - 1000, 60_000);
+    let out = e.handle(Input::Publish(own), NOW);
+    assert_eq!(sends(&out), (1 + e.announce_fanout(), 0));
 }
 
 /// The requests of `out` by kind: (pushes, id announcements).

@@ -205,3 +205,39 @@ fn news_also_goes_to_members_whose_view_holds_this_node() {
     expected.insert(outside);
     assert_eq!(after, expected);
 }
+
+/// Members joining a full view's membership change it at the next round, not at each join
+/// (ranking every member on each change was a large share of a forming federation's CPU):
+/// until then it stays as it was; afterwards it is what a node that knew everyone from the
+/// start has.
+#[test]
+fn a_full_view_follows_a_growing_membership_once_a_round() {
+    let mut e = engine(4, 0);
+    round_targets(&mut e, 1);
+    let before: HashSet<PeerId> = e.view().iter().copied().collect();
+    let newcomers: Vec<PeerId> = (0..1000)
+        .map(|i| keypair(10_000 + i).public().to_peer_id())
+        .collect();
+    for (i, peer) in newcomers.iter().enumerate() {
+        e.handle(Input::PeerDiscovered(*peer), NOW);
+        // News each time: its peers are picked from the view.
+        let owner = keypair(20_000 + i as u64);
+        let record = directory::sample::specialist(&owner, "ocr", &["ocr"], 1, NOW - 1000, 60_000);
+        e.handle(Input::Publish(record), NOW);
+    }
+    let within: HashSet<PeerId> = e.view().iter().copied().collect();
+    assert_eq!(within, before, "the same round");
+    round_targets(&mut e, 1);
+    let after: HashSet<PeerId> = e.view().iter().copied().collect();
+    let mut fresh = engine(4, 0);
+    for peer in &newcomers {
+        fresh.handle(Input::PeerDiscovered(*peer), NOW);
+    }
+    round_targets(&mut fresh, 1);
+    let expected: HashSet<PeerId> = fresh.view().iter().copied().collect();
+    assert_eq!(after, expected);
+    assert_ne!(
+        after, before,
+        "newcomers rank first in most views of 4 among 1,200"
+    );
+}
