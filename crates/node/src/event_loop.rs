@@ -1038,8 +1038,10 @@ impl EventLoop {
                 peer_id,
                 connection_id,
                 num_established,
+                cause,
                 ..
             } => {
+                debug!(%peer_id, ?cause, "connection closed");
                 if let Some(conns) = self.connections.get_mut(&peer_id) {
                     conns.remove(&connection_id);
                     if conns.is_empty() {
