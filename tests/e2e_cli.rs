@@ -602,3 +602,34 @@ fn api_beyond_loopback_needs_a_token_and_the_token_is_enforced() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `gossipdir demo` runs real nodes in one process over QUIC as well as TCP: every trial
+/// converges, and the report says which transport carried it and what an idle window cost.
+#[test]
+fn demo_converges_over_quic_and_reports_its_idle_window() {
+    let out = gossipdir(&[
+        "demo",
+        "--nodes",
+        "6",
+        "--trials",
+        "3",
+        "--transport",
+        "quic",
+        "--idle",
+        "1s",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["converged"], 3, "{report}");
+    let engine = &report["engine"];
+    assert_eq!(engine["transport"], "libp2p quic-v1 on 127.0.0.1");
+    assert_eq!(engine["process"]["idle"]["secs"], 1.0);
+    assert!(engine["process"]["idle"]["gossip_bytes_received_per_node_per_sec"].is_number());
+    let refused = gossipdir(&["demo", "--nodes", "3", "--transport", "udp"]);
+    assert!(!refused.status.success());
+}

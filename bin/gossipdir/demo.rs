@@ -1,5 +1,5 @@
 //! `gossipdir demo`: N real nodes in one process on 127.0.0.1 (real TCP transport, noise,
-//! yamux and the real sync protocol; mDNS off), each bootstrapped to two random earlier nodes.
+//! yamux, or QUIC with `--transport quic`, and the real sync protocol; mDNS off), each bootstrapped to two random earlier nodes.
 //! Each trial announces a new specialist on a random node and measures how many rounds (ticks
 //! of the announcing node) and how much wall time pass until every node holds it.
 //!
@@ -7,6 +7,8 @@
 //! default, and id announcements to `--announce-fanout` more), so a specialist often reaches
 //! every node before a single round has passed: such trials count 0 rounds.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -46,6 +48,16 @@ pub struct DemoArgs {
     /// node before the version it replaces expires.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::node::parse_duration)]
     pub ttl: Duration,
+    /// Transport between the nodes. With TCP both ends of every connection hold a descriptor
+    /// of this one process (about 21 per node with a view of 4); QUIC multiplexes all of a
+    /// node's connections over its one UDP socket, which is what lets 1,000 nodes fit under
+    /// an open-file limit of 20,000.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub transport: Transport,
+    /// A window after the federation joined, before the trials, in which nothing is announced:
+    /// the CPU and gossip bytes of a federation keeping itself alive (0 = none).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::node::parse_duration)]
+    pub idle: Duration,
     /// Seed of the choice of announcing nodes and of the engines.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -57,12 +69,41 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
+/// The transport of the demo's nodes, on 127.0.0.1.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP + noise + yamux.
+    Tcp,
+    /// QUIC v1 (TLS 1.3, streams of its own) over UDP.
+    Quic,
+}
+
+impl Transport {
+    fn listen(self) -> directory::Multiaddr {
+        let addr = match self {
+            Transport::Tcp => "/ip4/127.0.0.1/tcp/0",
+            Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+        };
+        addr.parse().expect("valid multiaddr")
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Transport::Tcp => "libp2p tcp+noise+yamux on 127.0.0.1",
+            Transport::Quic => "libp2p quic-v1 on 127.0.0.1",
+        }
+    }
+}
+
 /// Most nodes of one demo.
 const MAX_NODES: u32 = 2000;
 
 /// Idle connection timeout of the nodes when they gossip with a partial view (at least five
 /// rounds: with fanout 2 a view member is contacted about every k / 2 rounds).
 const DEMO_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A line on stderr every this many nodes spawned (a large federation takes minutes).
+const SPAWN_PROGRESS_EVERY: usize = 100;
 
 /// Earlier nodes each node is bootstrapped to.
 const BOOTSTRAP_DEGREE: usize = 2;
@@ -71,6 +112,8 @@ struct Trial {
     rounds: Option<u32>,
     wall: Duration,
     before_first_tick: u32,
+    /// When half of the nodes held it (the median arrival).
+    half: Option<Duration>,
     /// Sync-protocol bytes received per node between the announcement and convergence.
     bytes_per_node: f64,
 }
@@ -95,7 +138,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 fn config(args: &DemoArgs, i: usize, bootstrap: Vec<directory::Multiaddr>) -> node::NodeConfig {
     let mut c = node::NodeConfig::new(directory::Keypair::generate_ed25519());
-    c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
+    c.listen = vec![args.transport.listen()];
     c.bootstrap = bootstrap;
     c.api = None;
     c.mdns = false;
@@ -117,23 +160,6 @@ fn config(args: &DemoArgs, i: usize, bootstrap: Vec<directory::Multiaddr>) -> no
     c
 }
 
-async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if start.elapsed() > deadline {
-            bail!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let n = args.nodes as usize;
     let setup = Instant::now();
@@ -149,24 +175,41 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("starting node {i}"))?;
         nodes.push(node);
         addrs.push(addr);
+        if (i + 1) % SPAWN_PROGRESS_EVERY == 0 && i + 1 < n {
+            eprintln!("{} of {n} nodes spawned in {:.1?}", i + 1, setup.elapsed());
+        }
     }
     let spawned = setup.elapsed();
     // Joined: every node holds every node record. Larger federations take longer to start.
     let join_deadline = Duration::from_secs(60) + Duration::from_millis(200) * args.nodes;
-    for node in &nodes {
-        let c = node.client.clone();
-        wait_for("every node record everywhere", join_deadline, || {
-            let c = c.clone();
-            async move { (c.status().await.ok()?.nodes == n).then_some(()) }
-        })
-        .await?;
-    }
+    bench::gossipdir::wait_joined(&nodes, join_deadline, |how_far| {
+        eprintln!("joining for {:.1?}: {how_far}", setup.elapsed() - spawned)
+    })
+    .await?;
     let joined = setup.elapsed();
     let at_join = Usage::now();
-    eprintln!(
-        "{n} nodes spawned in {spawned:.2?}, joined in {joined:.2?}; running {} trials",
-        args.trials
-    );
+    eprintln!("{n} nodes spawned in {spawned:.2?}, joined in {joined:.2?}");
+    let idle = if args.idle.is_zero() {
+        None
+    } else {
+        let bytes_before = received_bytes(&nodes).await?;
+        let before = Usage::now();
+        tokio::time::sleep(args.idle).await;
+        let after = Usage::now();
+        let bytes = received_bytes(&nodes).await?.saturating_sub(bytes_before);
+        let secs = after.at.duration_since(before.at).as_secs_f64();
+        let idle = Idle {
+            cpu_pct_per_node: before.cpu_pct_per_node(&after, n),
+            bytes_per_node_per_sec: bytes as f64 / n as f64 / secs,
+        };
+        eprintln!(
+            "idle for {:.1?}: {:.3} % of a core and {:.0} B/s of gossip received per node",
+            args.idle, idle.cpu_pct_per_node, idle.bytes_per_node_per_sec
+        );
+        Some(idle)
+    };
+    eprintln!("running {} trials", args.trials);
+    let at_trials = Usage::now();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let mut trials = Vec::new();
@@ -180,6 +223,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         let bytes_before = received_bytes(&nodes).await?;
         let mut arrivals = bench::gossipdir::arrivals(&nodes, &capability);
         let start_round = origin_client.status().await?.round;
+        let origin_round = RoundWatch::start(origin_client.clone(), start_round, args.interval);
         let start = Instant::now();
         origin_client
             .announce(node::Announce {
@@ -191,6 +235,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             .await?;
         let mut held = 0;
         let mut before_first_tick = 0u32;
+        let mut half = None;
         let until = tokio::time::Instant::from_std(start + deadline);
         let trial = loop {
             // Arrivals come from the nodes' change feeds: nothing is polled, the measurement
@@ -203,8 +248,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             let mut ticks = 0;
             if arrived {
                 held += 1;
-                let round = origin_client.status().await?.round;
-                ticks = round.saturating_sub(start_round) as u32;
+                if held == n.div_ceil(2) {
+                    half = Some(wall);
+                }
+                ticks = origin_round.get().saturating_sub(start_round) as u32;
                 if ticks == 0 {
                     before_first_tick += 1;
                 }
@@ -216,16 +263,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                     rounds: done.then_some(ticks),
                     wall,
                     before_first_tick,
+                    half,
                     bytes_per_node: bytes as f64 / n as f64,
                 };
             }
         };
         eprintln!(
-            "trial {t}: origin node {origin}, {} round(s), {:.1?}, {} of {n} nodes held it before the first round",
+            "trial {t}: origin node {origin}, {} round(s), {:.1?} (half of the nodes: {:.1?}), {} of {n} nodes held it before the first round",
             trial
                 .rounds
                 .map_or("not converged".to_owned(), |r| r.to_string()),
             trial.wall,
+            trial.half.unwrap_or_default(),
             trial.before_first_tick
         );
         trials.push((origin, trial));
@@ -262,6 +311,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             extra: Some(json!({
                 "origin": origin,
                 "wall_ms": t.wall.as_secs_f64() * 1000.0,
+                "half_of_the_nodes_ms": t.half.map(|h| h.as_secs_f64() * 1000.0),
                 "holders_before_first_round": t.before_first_tick,
                 "gossip_bytes_received_per_node": t.bytes_per_node,
             })),
@@ -277,7 +327,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let extra = json!({
-        "transport": "libp2p tcp+noise+yamux on 127.0.0.1",
+        "transport": args.transport.describe(),
         "interval_ms": args.interval.as_millis() as u64,
         "ttl_ms": args.ttl.as_millis() as u64,
         "push_fanout": args.push_fanout,
@@ -293,7 +343,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "joined_secs": joined.as_secs_f64(),
         "process": {
             "cpu_secs_until_joined": at_join.cpu_secs,
-            "cpu_pct_of_a_core_per_node_during_trials": at_join.cpu_pct_per_node(&at_end, n),
+            "cpu_pct_of_a_core_per_node_during_trials": at_trials.cpu_pct_per_node(&at_end, n),
+            "idle": idle.as_ref().map(|i| json!({
+                "secs": args.idle.as_secs_f64(),
+                "cpu_pct_of_a_core_per_node": i.cpu_pct_per_node,
+                "gossip_bytes_received_per_node_per_sec": i.bytes_per_node_per_sec,
+            })),
             "rss_mib_per_node": at_end.rss_kib as f64 / 1024.0 / n as f64,
             "peak_rss_mib": at_end.peak_kib as f64 / 1024.0,
             "open_fds_at_join": at_join.fds,
@@ -357,7 +412,17 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 ],
                 vec![
                     "CPU per node during the trials".into(),
-                    format!("{:.2} % of a core", at_join.cpu_pct_per_node(&at_end, n)),
+                    format!("{:.2} % of a core", at_trials.cpu_pct_per_node(&at_end, n)),
+                ],
+                vec![
+                    "Idle, per node: CPU / gossip received".into(),
+                    idle.as_ref()
+                        .map_or("not measured (--idle)".to_owned(), |i| {
+                            format!(
+                                "{:.3} % of a core / {:.0} B/s",
+                                i.cpu_pct_per_node, i.bytes_per_node_per_sec
+                            )
+                        }),
                 ],
                 vec![
                     "Resident memory (per node) / peak".into(),
@@ -380,6 +445,47 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         )
     );
     Ok(())
+}
+
+/// The round of one node, as a task that asks for it every [`RoundWatch::SAMPLES`]th of a
+/// round keeps it (asking at each arrival held up the arrivals after it by a status round
+/// trip each, seconds in all at N = 1,000); stops when dropped.
+struct RoundWatch {
+    round: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RoundWatch {
+    const SAMPLES: u32 = 50;
+
+    fn start(client: node::Client, round: u64, interval: Duration) -> RoundWatch {
+        let cell = Arc::new(AtomicU64::new(round));
+        let latest = cell.clone();
+        let every = (interval / Self::SAMPLES).max(Duration::from_millis(1));
+        let task = tokio::spawn(async move {
+            while let Ok(status) = client.status().await {
+                latest.store(status.round, Ordering::Relaxed);
+                tokio::time::sleep(every).await;
+            }
+        });
+        RoundWatch { round: cell, task }
+    }
+
+    fn get(&self) -> u64 {
+        self.round.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RoundWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A window in which nothing was announced.
+struct Idle {
+    cpu_pct_per_node: f64,
+    bytes_per_node_per_sec: f64,
 }
 
 /// What the whole process (every node) has used so far, from `/proc` (Linux; zero elsewhere).
@@ -414,21 +520,17 @@ impl Usage {
 
 /// Direct connections per node: (average, most).
 async fn connections(nodes: &[node::Node]) -> anyhow::Result<(f64, usize)> {
-    let mut total = 0;
-    let mut most = 0;
-    for node in nodes {
-        let direct = node.client.status().await?.connections.direct;
-        total += direct;
-        most = most.max(direct);
-    }
-    Ok((total as f64 / nodes.len().max(1) as f64, most))
+    let direct: Vec<usize> = bench::gossipdir::statuses(nodes)
+        .await?
+        .iter()
+        .map(|s| s.connections.direct)
+        .collect();
+    let average = direct.iter().sum::<usize>() as f64 / nodes.len().max(1) as f64;
+    Ok((average, direct.into_iter().max().unwrap_or(0)))
 }
 
 /// Sync-protocol bytes received so far, summed over every node.
 async fn received_bytes(nodes: &[node::Node]) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for node in nodes {
-        total += node.client.status().await?.gossip_bytes.received;
-    }
-    Ok(total)
+    let statuses = bench::gossipdir::statuses(nodes).await?;
+    Ok(statuses.iter().map(|s| s.gossip_bytes.received).sum())
 }

@@ -41,7 +41,10 @@ pub async fn spawn(config: node::NodeConfig) -> anyhow::Result<(node::Node, Mult
             .listen_addrs
             .iter()
             .filter_map(|a| a.parse::<Multiaddr>().ok())
-            .find(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
+            .find(|a| {
+                a.iter()
+                    .any(|p| matches!(p, Protocol::Tcp(_) | Protocol::QuicV1))
+            })
         {
             let addr = a.with(Protocol::P2p(n.peer_id));
             return Ok((n, addr));
@@ -98,40 +101,65 @@ pub async fn start_with_interval(
         "gossipdir: {n} nodes spawned in {:.1?}; waiting for every node record on every node",
         start.elapsed()
     ));
-    let mut last_report = Instant::now();
-    loop {
-        let statuses = futures::future::join_all(nodes.iter().map(|x| x.client.status())).await;
-        let mut complete = 0;
-        let mut least = usize::MAX;
-        for s in statuses {
-            let s = s.context("a node stopped while joining")?;
-            least = least.min(s.nodes);
-            if s.nodes >= n {
-                complete += 1;
-            }
-        }
-        if complete == n {
-            break;
-        }
-        if start.elapsed() > deadline {
-            bail!(
-                "gossipdir membership did not form within {deadline:?}: {complete} of {n} nodes hold all {n} node records (the poorest holds {least})"
-            );
-        }
-        if last_report.elapsed() > Duration::from_secs(5) {
-            last_report = Instant::now();
+    wait_joined(
+        &nodes,
+        deadline.saturating_sub(start.elapsed()),
+        |how_far| {
             progress(format_args!(
-                "gossipdir: {complete} of {n} nodes hold every node record (poorest: {least}), {:.0?}",
+                "gossipdir: {how_far}, {:.0?}",
                 start.elapsed()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            ))
+        },
+    )
+    .await?;
     progress(format_args!(
         "gossipdir: membership complete in {:.1?}",
         start.elapsed()
     ));
     Ok(DirNet { nodes, addrs })
+}
+
+/// Every node's status, asked of all of them at once: under load one status takes as long
+/// as a pass of the scheduler over every node's tasks, so a sweep one node after the other
+/// takes that times N.
+pub async fn statuses(nodes: &[node::Node]) -> anyhow::Result<Vec<node::Status>> {
+    futures::future::join_all(nodes.iter().map(|x| x.client.status()))
+        .await
+        .into_iter()
+        .map(|s| s.context("a node stopped"))
+        .collect()
+}
+
+/// Waits until every node holds every node record (one per node), asking them all every
+/// 50 ms; tells `report` how far the membership got every 5 s, and fails with the same
+/// after `deadline`.
+pub async fn wait_joined(
+    nodes: &[node::Node],
+    deadline: Duration,
+    report: impl Fn(&str),
+) -> anyhow::Result<()> {
+    let n = nodes.len();
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let statuses = statuses(nodes).await?;
+        let complete = statuses.iter().filter(|s| s.nodes >= n).count();
+        if complete == n {
+            return Ok(());
+        }
+        let least = statuses.iter().map(|s| s.nodes).min().unwrap_or(0);
+        let how_far = format!(
+            "{complete} of {n} nodes hold all {n} node records (the poorest holds {least})"
+        );
+        if start.elapsed() > deadline {
+            bail!("the membership did not form within {deadline:?}: {how_far}");
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            last_report = Instant::now();
+            report(&how_far);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Byte counters of every node (codec payload, libp2p bandwidth, exchange counts).
