@@ -498,67 +498,95 @@ impl Net {
     fn route(&mut self, from: usize, outputs: Vec<Output>, now: u64) -> anyhow::Result<()> {
         let mut queue: VecDeque<(usize, Output)> = outputs.into_iter().map(|o| (from, o)).collect();
         while let Some((at, output)) = queue.pop_front() {
-            match output {
+            let out = match output {
                 Output::Send {
                     to,
                     exchange,
                     request,
-                } => {
-                    let Some(&j) = self.index.get(&to) else {
-                        let out = self.engines[at].handle(Input::Failed { exchange }, now);
-                        queue.extend(out.into_iter().map(|o| (at, o)));
-                        continue;
-                    };
-                    let bytes = wire::encode(&request);
-                    self.received[j] += bytes.len() as u64;
-                    self.messages[j] += 1;
-                    let request: Request =
-                        wire::decode(&bytes, self.limit).context("decoding a request")?;
-                    let (kind, answer) = request_kind(&request);
-                    self.count(kind, bytes.len());
-                    if let Request::Push(r) | Request::Reconcile(_, r, _) = &request {
-                        self.records += r.len() as u64;
-                    }
-                    self.next_channel += 1;
-                    let channel = self.next_channel;
-                    self.channels.insert((j, channel), (at, exchange, answer));
-                    let out = self.engines[j].handle(
-                        Input::Request {
-                            from: self.ids[at],
-                            channel,
-                            request,
-                        },
-                        now,
-                    );
-                    queue.extend(out.into_iter().map(|o| (j, o)));
+                } => self.deliver_request(at, to, Some(exchange), request, now)?,
+                // One way: delivered, and its answer dropped.
+                Output::Notify { to, request } => {
+                    self.deliver_request(at, to, None, request, now)?
                 }
                 Output::Respond { channel, response } => {
-                    let Some((requester, exchange, kind)) = self.channels.remove(&(at, channel))
-                    else {
-                        continue;
-                    };
-                    let bytes = wire::encode(&response);
-                    self.received[requester] += bytes.len() as u64;
-                    self.messages[requester] += 1;
-                    let response: Response =
-                        wire::decode(&bytes, self.limit).context("decoding a response")?;
-                    let kind = match response {
-                        Response::Refused(_) => "Refused",
-                        _ => kind,
-                    };
-                    self.count(kind, bytes.len());
-                    if let Response::Reconcile(_, r, _) = &response {
-                        self.records += r.len() as u64;
-                    }
-                    let out =
-                        self.engines[requester].handle(Input::Response { exchange, response }, now);
-                    queue.extend(out.into_iter().map(|o| (requester, o)));
+                    self.deliver_response(at, channel, response, now)?
                 }
-                Output::Misbehaved { .. } => self.misbehaved += 1,
-                Output::Merged(_) => {}
-            }
+                Output::Misbehaved { .. } => {
+                    self.misbehaved += 1;
+                    continue;
+                }
+                Output::Merged(_) => continue,
+            };
+            queue.extend(out);
         }
         Ok(())
+    }
+
+    /// Hands `request` of engine `at` to its receiver (`exchange`: `None` for one way) and
+    /// returns the outputs it causes, each with the engine that gave it.
+    fn deliver_request(
+        &mut self,
+        at: usize,
+        to: PeerId,
+        exchange: Option<u64>,
+        request: Request,
+        now: u64,
+    ) -> anyhow::Result<Vec<(usize, Output)>> {
+        let Some(&j) = self.index.get(&to) else {
+            let Some(exchange) = exchange else {
+                return Ok(Vec::new());
+            };
+            let out = self.engines[at].handle(Input::Failed { exchange }, now);
+            return Ok(out.into_iter().map(|o| (at, o)).collect());
+        };
+        let bytes = wire::encode(&request);
+        self.received[j] += bytes.len() as u64;
+        self.messages[j] += 1;
+        let request: Request = wire::decode(&bytes, self.limit).context("decoding a request")?;
+        let (kind, answer) = request_kind(&request);
+        self.count(kind, bytes.len());
+        if let Request::Push(r) | Request::Reconcile(_, r, _) = &request {
+            self.records += r.len() as u64;
+        }
+        self.next_channel += 1;
+        let channel = self.next_channel;
+        if let Some(exchange) = exchange {
+            self.channels.insert((j, channel), (at, exchange, answer));
+        }
+        let input = Input::Request {
+            from: self.ids[at],
+            channel,
+            request,
+        };
+        let out = self.engines[j].handle(input, now);
+        Ok(out.into_iter().map(|o| (j, o)).collect())
+    }
+
+    /// Hands the answer engine `at` gave on `channel` to the requester, if it waits for one.
+    fn deliver_response(
+        &mut self,
+        at: usize,
+        channel: u64,
+        response: Response,
+        now: u64,
+    ) -> anyhow::Result<Vec<(usize, Output)>> {
+        let Some((requester, exchange, kind)) = self.channels.remove(&(at, channel)) else {
+            return Ok(Vec::new());
+        };
+        let bytes = wire::encode(&response);
+        self.received[requester] += bytes.len() as u64;
+        self.messages[requester] += 1;
+        let response: Response = wire::decode(&bytes, self.limit).context("decoding a response")?;
+        let kind = match response {
+            Response::Refused(_) => "Refused",
+            _ => kind,
+        };
+        self.count(kind, bytes.len());
+        if let Response::Reconcile(_, r, _) = &response {
+            self.records += r.len() as u64;
+        }
+        let out = self.engines[requester].handle(Input::Response { exchange, response }, now);
+        Ok(out.into_iter().map(|o| (requester, o)).collect())
     }
 
     /// Mean over the engines of one whole directory encoded as one message.

@@ -64,10 +64,10 @@ pub struct Config {
     pub max_round_trips: u32,
     /// Most full exchanges (periodic reconciliations) in flight at once.
     pub max_exchanges: usize,
-    /// Most rumor exchanges (pushes, id announcements and fetches of announced ids) in flight
-    /// at once. Counted apart from `max_exchanges`: one news item takes `push_fanout +
-    /// announce_fanout` of them for a round trip, and a few news items at once (node records
-    /// being refreshed) must not leave the next one unsent while reconciliations are running.
+    /// Most rumor exchanges (pushes and fetches of announced ids; id announcements are one
+    /// way, [`Output::Notify`]) in flight at once. Counted apart from `max_exchanges`: a few
+    /// news items at once (node records being refreshed) must not leave the next one unsent
+    /// while reconciliations are running.
     pub max_rumor_exchanges: usize,
     /// Most peers the caller may report (beyond node records).
     pub max_peers: usize,
@@ -194,6 +194,10 @@ pub enum Output {
         exchange: ExchangeId,
         request: Request,
     },
+    /// Send `request` to `to` and expect nothing back (an id announcement: the receiver
+    /// fetches what it lacks): no exchange to report, and an answer, if the transport brings
+    /// one, means nothing. The caller may drop it when it cannot be sent at once.
+    Notify { to: PeerId, request: Request },
     /// Answer the request received on `channel`.
     Respond {
         channel: ChannelId,
@@ -241,17 +245,15 @@ enum Exchange {
     Sync(SyncState),
     /// A rumor push: the batch, and how many more peers it may go to while it is news.
     Push(Arc<Vec<RawRecord>>, u32),
-    /// An id announcement (lazy push).
-    Have,
 }
 
 impl Exchange {
-    /// Pushes, announcements and fetches of announced ids (a sync without a snapshot), as
-    /// opposed to full reconciliations.
+    /// Pushes and fetches of announced ids (a sync without a snapshot), as opposed to full
+    /// reconciliations.
     fn is_rumor(&self) -> bool {
         match self {
             Exchange::Sync(state) => state.snapshot.is_none(),
-            Exchange::Push(..) | Exchange::Have => true,
+            Exchange::Push(..) => true,
         }
     }
 }
@@ -380,10 +382,18 @@ const INBOUND_ROUNDS: u64 = 16;
 /// Where a record to push on came from; it decides how many peers get it eagerly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
-    /// Published by this node: no one else can hold it yet, every peer gets it.
+    /// Published by this node: no one else can hold it yet, so every peer it goes to gets it
+    /// whole, and it goes to every connected peer as well (gossipsub's flood publishing).
     Own,
+    /// A refresh of this node's, or its node record: pushed whole, but to the usual number
+    /// of peers (they recur every third of a lifetime; flooded, they would be most of the
+    /// traffic of a federation where nothing changes).
+    OwnRoutine,
     /// News merged from a peer: `push_fanout` peers get it, the rest its id.
     Peer,
+    /// News merged from its owner: the owner pushed it whole to every peer it is connected
+    /// to, so a copy pushed on would most often be one more of those; the ids only.
+    Owner,
     /// The round's batch (refreshes, membership news): only ids. Most peers already hold
     /// most of it, and a whole batch pushed eagerly would mostly be copies they drop.
     Round,
@@ -492,7 +502,7 @@ impl Engine {
         self.pending.values().filter(|p| !p.kind.is_rumor()).count()
     }
 
-    /// Whether another rumor exchange (push, announcement, fetch) may start now.
+    /// Whether another rumor exchange (push, fetch) may start now.
     fn rumor_room(&self) -> bool {
         let rumors = self.pending.values().filter(|p| p.kind.is_rumor()).count();
         rumors < self.config.max_rumor_exchanges
@@ -517,7 +527,12 @@ impl Engine {
                 // Our own records go through the merge rule like any other.
                 if let Ok(merged) = self.store.merge(record, self.store_time(now)) {
                     self.note_merged(&merged.record);
-                    self.news.push((merged.record, Source::Own));
+                    let source = if merged.refresh || is_membership(&merged.record) {
+                        Source::OwnRoutine
+                    } else {
+                        Source::Own
+                    };
+                    self.news.push((merged.record, source));
                 }
             }
             Input::PeerDiscovered(peer) => {
@@ -933,7 +948,7 @@ impl Engine {
                 }
                 return;
             }
-            (Exchange::Push(..), _) | (Exchange::Have, _) => return,
+            (Exchange::Push(..), _) => return,
             (Exchange::Sync(_), Response::InSync(time)) => {
                 self.observe_clock(peer, time, pending.started_at, now);
                 self.stats.exchanges_in_sync += 1;
@@ -1174,7 +1189,12 @@ impl Engine {
                     if m.refresh && !self.config.forward_refreshes {
                         self.stats.refreshes_not_forwarded += 1;
                     } else if !m.refresh && !is_membership(&m.record) {
-                        self.news.push((m.record, Source::Peer));
+                        let source = if *m.record.owner() == from {
+                            Source::Owner
+                        } else {
+                            Source::Peer
+                        };
+                        self.news.push((m.record, source));
                     } else if self.next_round.len() < self.config.max_rumor_memory {
                         self.next_round.push(m.record);
                     } else {
@@ -1223,7 +1243,7 @@ impl Engine {
         }
         let mut records = Vec::new();
         let mut ids = Vec::new();
-        let (mut from_peers, mut own) = (false, false);
+        let (mut from_peers, mut own, mut flood) = (false, false, false);
         let mut budget = self
             .config
             .max_message_bytes
@@ -1243,7 +1263,8 @@ impl Engine {
             }
             budget -= size;
             from_peers |= source == Source::Peer;
-            own |= source == Source::Own;
+            own |= matches!(source, Source::Own | Source::OwnRoutine);
+            flood |= source == Source::Own;
             ids.push(ByteBuf::from(prefix_of(&record.id()).to_vec()));
             records.push(record);
         }
@@ -1251,9 +1272,18 @@ impl Engine {
             return;
         }
         let wanted = self.config.push_fanout + self.announce_fanout();
-        let peers = self.pick_push_peers(wanted);
-        // One input brings news of one source: records from a peer, a publication of this
-        // node's, or the round's batch.
+        let peers = if flood {
+            // Every connected peer, and as many others as make `wanted`: a dial per peer to
+            // flood would cost more than the round trips it spares.
+            let mut peers = self.pick_push_peers(wanted.max(self.connected.len()));
+            let connected = peers.iter().filter(|p| self.connected.contains(*p)).count();
+            peers.truncate(connected.max(wanted));
+            peers
+        } else {
+            self.pick_push_peers(wanted)
+        };
+        // One input brings news of one source: records from peers (some from their owner), a
+        // publication of this node's, or the round's batch.
         let eager_count = if from_peers {
             self.config.push_fanout
         } else if own {
@@ -1278,12 +1308,14 @@ impl Engine {
             .filter(|p| connected.is_empty() || connected.contains(*p))
             .copied()
             .collect();
-        for peer in lazy {
-            if !self.rumor_room() {
-                break;
-            }
+        // One way: the answer tells the announcer nothing it acts on, and a round trip
+        // fewer is half the packets of an announcement (at most `wanted` per input).
+        for to in lazy {
             self.stats.announces_sent += 1;
-            self.start(peer, now, Exchange::Have, Request::Have(ids.clone()), out);
+            out.push(Output::Notify {
+                to,
+                request: Request::Have(ids.clone()),
+            });
         }
     }
 

@@ -54,8 +54,9 @@ pub enum Request {
     Push(Vec<RawRecord>),
     /// Ids of records that are news to the sender (lazy push), as their [`ID_PREFIX_LEN`]-byte
     /// prefixes (whole 32-byte ids are accepted too; any other length is refused): the
-    /// receiver answers `PushAck(ids it lacks)` and fetches those by prefix with a
-    /// `Reconcile(null, [], wants)` exchange. A prefix that names another record than the
+    /// receiver fetches those it lacks by prefix with a `Reconcile(null, [], wants)` exchange.
+    /// One way: the sender waits for no answer; a transport that needs one gets
+    /// `PushAck(ids it lacks)`. A prefix that names another record than the
     /// sender meant costs at most that announcement: records are verified as always.
     #[serde(rename = "h")]
     Have(Vec<ByteBuf>),

@@ -468,9 +468,9 @@ fn a_refresh_is_merged_but_not_pushed_on_when_refreshes_are_not_forwarded() {
 
 /// The prefixes a [`Request::Have`] of `out` announces, one set per announcement.
 fn announced(out: &[Output]) -> Vec<BTreeSet<Vec<u8>>> {
-    sent(out)
+    requests(out)
         .into_iter()
-        .filter_map(|(_, _, r)| match r {
+        .filter_map(|(_, r)| match r {
             Request::Have(ids) => Some(ids.into_iter().map(|id| id.into_vec()).collect()),
             _ => None,
         })
@@ -568,20 +568,53 @@ fn ids_of_news_go_over_open_connections_only() {
         (1, 2),
         "one push, the other two connected peers announced to"
     );
-    assert!(sent(&out).iter().all(|(to, _, _)| connected.contains(to)));
+    assert!(requests(&out).iter().all(|(to, _)| connected.contains(to)));
     // A record of its own goes to every peer picked, connected or not.
     let own = directory::sample::node(&keypair(1), 1, NOW - 1000, 60_000);
     let out = e.handle(Input::Publish(own), NOW);
     assert_eq!(sends(&out), (1 + e.announce_fanout(), 0));
 }
 
+/// A new record of a node's own goes whole to every connected member (gossipsub's flood
+/// publishing: one hop to most of the federation), its refreshes and node record to the usual
+/// few; news that came from its owner goes on as ids only (the owner's connected peers hold it
+/// already), news from anyone else as one push and ids.
+#[test]
+fn own_news_is_flooded_to_connected_members_and_news_from_its_owner_goes_on_as_ids() {
+    let mut e = engine_with_peers(Config::default(), 50);
+    let connected: Vec<PeerId> = (0..20)
+        .map(|i| keypair(100 + i).public().to_peer_id())
+        .collect();
+    for peer in &connected {
+        e.handle(Input::Connected(*peer), NOW);
+    }
+    // 50 members: push_fanout + ⌈ln 50⌉ + 3 = 8 peers picked for news.
+    let mine = specialist(&keypair(1), "mine", &["x"], 1, NOW - 1000, 60_000);
+    let out = e.handle(Input::Publish(mine.clone()), NOW);
+    assert_eq!(sends(&out), (20, 0), "every connected member, whole");
+    assert!(requests(&out).iter().all(|(to, _)| connected.contains(to)));
+    let refresh = specialist(&keypair(1), "mine", &["x"], 2, NOW - 500, 60_000);
+    assert_eq!(sends(&e.handle(Input::Publish(refresh), NOW)), (8, 0));
+    let node = directory::sample::node(&keypair(1), 1, NOW - 1000, 60_000);
+    assert_eq!(sends(&e.handle(Input::Publish(node), NOW)), (8, 0));
+
+    let owner = keypair(7);
+    let theirs = specialist(&owner, "theirs", &["x"], 1, NOW - 1000, 60_000);
+    let out = push(&mut e, owner.public().to_peer_id(), &[theirs]);
+    assert_eq!(sends(&out), (0, 8), "from its owner: ids only");
+    let other = specialist(&keypair(8), "other", &["x"], 1, NOW - 1000, 60_000);
+    let out = push(&mut e, PeerId::random(), &[other]);
+    assert_eq!(sends(&out), (1, 7), "relayed: one push, ids to the rest");
+    // With fewer connected members than peers to pick, the rest are picked as before.
+    let mut few = engine_with_peers(Config::default(), 50);
+    few.handle(Input::Connected(connected[0]), NOW);
+    assert_eq!(sends(&few.handle(Input::Publish(mine), NOW)), (8, 0));
+}
+
 /// The requests of `out` by kind: (pushes, id announcements).
 fn sends(out: &[Output]) -> (usize, usize) {
-    let count = |f: fn(&Request) -> bool| {
-        out.iter()
-            .filter(|o| matches!(o, Output::Send { request, .. } if f(request)))
-            .count()
-    };
+    let all = requests(out);
+    let count = |f: fn(&Request) -> bool| all.iter().filter(|(_, r)| f(r)).count();
     (
         count(|r| matches!(r, Request::Push(_))),
         count(|r| matches!(r, Request::Have(_))),
@@ -589,13 +622,14 @@ fn sends(out: &[Output]) -> (usize, usize) {
 }
 
 /// Rumors have their own budget: reconciliations filling `max_exchanges` do not hold news
-/// back, and news does not take reconciliations' slots; news beyond `max_rumor_exchanges`
-/// unanswered rumor exchanges waits for the rounds.
+/// back, and news does not take reconciliations' slots; pushes beyond `max_rumor_exchanges`
+/// unanswered rumor exchanges wait for the rounds, while id announcements, one way, take no
+/// slot.
 #[test]
 fn rumors_and_reconciliations_have_separate_budgets() {
     let config = Config {
         max_exchanges: 2,
-        max_rumor_exchanges: 12,
+        max_rumor_exchanges: 2,
         ..Config::default()
     };
     let mut e = engine_with_peers(config, 50);
@@ -603,10 +637,11 @@ fn rumors_and_reconciliations_have_separate_budgets() {
     assert_eq!(sent(&out).len(), 2, "two reconciliations, every slot taken");
     let first = push(&mut e, PeerId::random(), &pool()[..1]);
     assert_eq!(sends(&first), (1, 7), "news goes out all the same");
+    assert!(first.iter().any(|o| matches!(o, Output::Notify { .. })));
     let second = push(&mut e, PeerId::random(), &pool()[1..2]);
-    assert_eq!(sends(&second), (1, 3), "12 rumor exchanges at most");
+    assert_eq!(sends(&second), (1, 7), "announcements take no slot");
     let third = push(&mut e, PeerId::random(), &pool()[2..3]);
-    assert_eq!(sends(&third), (0, 0));
+    assert_eq!(sends(&third), (0, 7), "two pushes in flight at most");
     assert_eq!(
         e.store().len(),
         3,
@@ -841,6 +876,18 @@ fn sent(out: &[Output]) -> Vec<(PeerId, u64, Request)> {
         .collect()
 }
 
+/// The requests `out` sends, awaiting an answer or one way, with their destination.
+fn requests(out: &[Output]) -> Vec<(PeerId, Request)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, request, .. } | Output::Notify { to, request } => {
+                Some((*to, request.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The response `out` gives on `channel`.
 fn answer(out: &[Output], channel: u64) -> Option<Response> {
     out.iter().find_map(|o| match o {
@@ -888,9 +935,9 @@ fn news_is_announced_by_an_eight_byte_prefix_and_fetched_by_it() {
         PeerId::random(),
         std::slice::from_ref(record),
     );
-    let haves: Vec<_> = sent(&out)
+    let haves: Vec<_> = requests(&out)
         .into_iter()
-        .filter_map(|(_, _, r)| match r {
+        .filter_map(|(_, r)| match r {
             Request::Have(ids) => Some(ids),
             _ => None,
         })

@@ -91,6 +91,8 @@ enum Reply {
     Substream(ResponseChannel<Response>),
     /// Request `id` of an inbound link.
     Link { link: LinkId, id: u64 },
+    /// Nowhere: a one-way request of a link ([`link::ONE_WAY`]).
+    None,
 }
 
 /// Our link to a peer.
@@ -133,7 +135,9 @@ pub struct EventLoop {
     metrics: Metrics,
     local: PeerId,
     started: Instant,
-    outbound: HashMap<OutboundRequestId, ExchangeId>,
+    /// Request-response requests in flight: the exchange each reports to, `None` for a
+    /// one-way request (its answer is dropped).
+    outbound: HashMap<OutboundRequestId, Option<ExchangeId>>,
     inbound: HashMap<ChannelId, Reply>,
     next_channel: ChannelId,
     /// Links ([`crate::link`]): ours by peer, peers' by link, requests awaiting answers.
@@ -364,8 +368,9 @@ impl EventLoop {
                         .behaviour_mut()
                         .sync
                         .send_request_with_addresses(&to, request, addrs);
-                    self.outbound.insert(id, exchange);
+                    self.outbound.insert(id, Some(exchange));
                 }
+                Output::Notify { to, request } => self.notify(to, request),
                 Output::Respond { channel, response } => {
                     if let Some(reply) = self.inbound.remove(&channel) {
                         self.reply(reply, response);
@@ -1280,7 +1285,55 @@ impl EventLoop {
                     let _ = l.responses.try_send((id, response));
                 }
             }
+            Reply::None => {}
         }
+    }
+
+    /// Sends a one-way request ([`Output::Notify`]) to `to` over an open connection: on our
+    /// link (the frame's id [`link::ONE_WAY`] tells the peer not to answer; an older peer's
+    /// answer matches no request) or, without one, over request-response with its answer
+    /// dropped. Not sent when `to` is not connected or banned, or every slot is taken: the
+    /// engine leaves the rest to the rounds.
+    fn notify(&mut self, to: PeerId, request: gossip::Request) {
+        if self.is_banned(&to) || !self.swarm.is_connected(&to) {
+            return;
+        }
+        let Err(request) = self.send_one_way_on_link(to, request) else {
+            return;
+        };
+        if self.outbound.len() < MAX_OUTBOUND {
+            let id = self.swarm.behaviour_mut().sync.send_request(&to, request);
+            self.outbound.insert(id, None);
+        }
+    }
+
+    /// Queues a one-way request on our link to `to`; gives it back when there is no direct
+    /// connection, no link can be opened, or its queue is full.
+    fn send_one_way_on_link(
+        &mut self,
+        to: PeerId,
+        request: gossip::Request,
+    ) -> Result<(), gossip::Request> {
+        if !self.is_direct(&to) || !self.open_link(to) {
+            return Err(request);
+        }
+        let Some(out) = self.links_out.get_mut(&to) else {
+            return Err(request);
+        };
+        match out.requests.try_send((link::ONE_WAY, request)) {
+            Ok(()) => {
+                out.last_used = Instant::now();
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner().1),
+        }
+    }
+
+    /// Whether `to` is connected other than through a relay.
+    fn is_direct(&self, to: &PeerId) -> bool {
+        self.connections
+            .get(to)
+            .is_some_and(|conns| conns.values().any(|(_, relayed)| !relayed))
     }
 
     // ---- links ------------------------------------------------------------------------
@@ -1315,11 +1368,7 @@ impl EventLoop {
         exchange: ExchangeId,
         request: gossip::Request,
     ) -> Result<(), gossip::Request> {
-        let direct = self
-            .connections
-            .get(&to)
-            .is_some_and(|conns| conns.values().any(|(_, relayed)| !relayed));
-        if !direct || self.link_requests.len() >= MAX_OUTBOUND || !self.open_link(to) {
+        if !self.is_direct(&to) || self.link_requests.len() >= MAX_OUTBOUND || !self.open_link(to) {
             return Err(request);
         }
         let Some(out) = self.links_out.get_mut(&to) else {
@@ -1397,7 +1446,12 @@ impl EventLoop {
                 request,
             } => {
                 if self.links_in.contains_key(&link) {
-                    self.on_request(peer, request, Reply::Link { link, id });
+                    let reply = if id == link::ONE_WAY {
+                        Reply::None
+                    } else {
+                        Reply::Link { link, id }
+                    };
+                    self.on_request(peer, request, reply);
                 }
             }
             LinkEvent::Response {
@@ -1483,7 +1537,7 @@ impl EventLoop {
                     response,
                 } => {
                     self.timeouts_in_a_row.remove(&peer);
-                    if let Some(exchange) = self.outbound.remove(&request_id) {
+                    if let Some(Some(exchange)) = self.outbound.remove(&request_id) {
                         self.feed(Input::Response { exchange, response });
                     }
                 }
@@ -1495,7 +1549,7 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, "sync request failed: {error}");
-                if let Some(exchange) = self.outbound.remove(&request_id) {
+                if let Some(Some(exchange)) = self.outbound.remove(&request_id) {
                     self.feed(Input::Failed { exchange });
                 }
                 if matches!(error, request_response::OutboundFailure::Timeout) {

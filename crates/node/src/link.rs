@@ -8,10 +8,10 @@
 //! stream to a connected peer and pipelines every request on it: each frame is the request
 //! (or response) with its id, CBOR in the `gossip::wire` envelope, length-delimited and at
 //! most the message limit (plus the id). The side that opened the link sends requests, the
-//! other answers them on the same stream; the engine sees the same requests and responses
-//! as over request-response, which stays for peers not connected yet (it dials), peers with
-//! relayed connections only, peers that do not speak the link protocol (request-response from
-//! then on), and anything a link cannot take.
+//! other answers them on the same stream (all but one-way requests, [`ONE_WAY`]); the engine
+//! sees the same requests and responses as over request-response, which stays for peers not
+//! connected yet (it dials), peers with relayed connections only, peers that do not speak the
+//! link protocol (request-response from then on), and anything a link cannot take.
 //!
 //! Bounds: one outbound and one inbound link per peer, at most [`MAX_LINKS`] inbound links,
 //! [`LINK_QUEUE`] frames queued per link (a full queue sends the request over
@@ -39,6 +39,10 @@ use crate::codec::ByteCounters;
 
 /// Protocol id of links.
 pub const LINK_PROTOCOL: StreamProtocol = StreamProtocol::new("/gossipdir/link/1.0.0");
+/// The id of a one-way request: the serving side sends no answer (an id announcement, whose
+/// answer would tell the requester nothing it acts on). Request ids count up from 0 and never
+/// reach it; an older peer that answers it anyway answers no request of ours.
+pub const ONE_WAY: u64 = u64::MAX;
 /// Frames queued for one link, each way.
 pub const LINK_QUEUE: usize = 64;
 /// Most inbound links at once (one per peer).

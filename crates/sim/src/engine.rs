@@ -591,10 +591,11 @@ impl EngineSummary {
 
 enum Ev {
     Boundary(u32),
+    /// `exchange`: `None` for a one-way request ([`Output::Notify`]), answered by no one.
     Request {
         from: usize,
         to: usize,
-        exchange: u64,
+        exchange: Option<u64>,
         bytes: Vec<u8>,
     },
     Response {
@@ -1026,7 +1027,8 @@ impl<'a> Sim<'a> {
                     to,
                     exchange,
                     request,
-                } => self.send_request(from, to, exchange, &request),
+                } => self.send_request(from, to, Some(exchange), &request),
+                Output::Notify { to, request } => self.send_request(from, to, None, &request),
                 Output::Respond { response, .. } => {
                     if let Some((requester, exchange)) = reply_to {
                         self.send_response(from, requester, exchange, &response);
@@ -1052,58 +1054,27 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn send_request(&mut self, from: usize, to: PeerId, exchange: u64, request: &Request) {
+    /// Sends `request` for `exchange` (`None`: one way, nothing to report back).
+    fn send_request(&mut self, from: usize, to: PeerId, exchange: Option<u64>, request: &Request) {
         let latency = self.model.latency_ms;
-        let Some(&target) = self.by_peer.get(&to) else {
+        let target = self.by_peer.get(&to).copied();
+        let gone = match target.map(|t| &self.nodes[t]) {
+            None => Some(Some(to)),
+            Some(t) if !t.present => Some(Some(to)),
+            Some(t) if t.unreachable => Some(None),
+            Some(_) => None,
+        };
+        let (Some(target), None) = (target, gone) else {
             self.out.dial_failures += 1;
-            self.push(
-                self.now + latency,
-                Ev::Failed {
-                    node: from,
-                    exchange,
-                    gone: Some(to),
-                },
-            );
+            self.fail_later(from, exchange, latency, gone.flatten());
             return;
         };
-        let t = &self.nodes[target];
-        if !t.present {
-            self.out.dial_failures += 1;
-            self.push(
-                self.now + latency,
-                Ev::Failed {
-                    node: from,
-                    exchange,
-                    gone: Some(to),
-                },
-            );
-            return;
-        }
-        if t.unreachable {
-            self.out.dial_failures += 1;
-            self.push(
-                self.now + latency,
-                Ev::Failed {
-                    node: from,
-                    exchange,
-                    gone: None,
-                },
-            );
-            return;
-        }
         let bytes = wire::encode(request);
         self.count_sent(from, bytes.len());
         let opens = matches!(request, Request::Summary(..) | Request::Push(..));
         if self.lost(opens) {
             self.out.messages_lost += 1;
-            self.push(
-                self.now + self.model.timeout_ms,
-                Ev::Failed {
-                    node: from,
-                    exchange,
-                    gone: None,
-                },
-            );
+            self.fail_later(from, exchange, self.model.timeout_ms, None);
             return;
         }
         self.push(
@@ -1115,6 +1086,20 @@ impl<'a> Sim<'a> {
                 bytes,
             },
         );
+    }
+
+    /// Reports `exchange` of `node` failed `after` ms from now (nothing for a one-way request).
+    fn fail_later(&mut self, node: usize, exchange: Option<u64>, after: u64, gone: Option<PeerId>) {
+        if let Some(exchange) = exchange {
+            self.push(
+                self.now + after,
+                Ev::Failed {
+                    node,
+                    exchange,
+                    gone,
+                },
+            );
+        }
     }
 
     fn send_response(&mut self, from: usize, to: usize, exchange: u64, response: &Response) {
@@ -1150,18 +1135,11 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn on_request(&mut self, from: usize, to: usize, exchange: u64, bytes: Vec<u8>) {
+    fn on_request(&mut self, from: usize, to: usize, exchange: Option<u64>, bytes: Vec<u8>) {
         if !self.nodes[to].present {
             // Left while the request was in flight: the connection is gone.
             let gone = Some(self.nodes[to].peer);
-            self.push(
-                self.now,
-                Ev::Failed {
-                    node: from,
-                    exchange,
-                    gone,
-                },
-            );
+            self.fail_later(from, exchange, 0, gone);
             return;
         }
         let request: Request = wire::decode(&bytes, gossip::wire::MAX_MESSAGE_BYTES)
@@ -1179,7 +1157,7 @@ impl<'a> Sim<'a> {
                 let outputs = engine.handle(
                     Input::Request {
                         from: from_peer,
-                        channel: exchange,
+                        channel: exchange.unwrap_or(u64::MAX),
                         request,
                     },
                     now,
@@ -1187,12 +1165,16 @@ impl<'a> Sim<'a> {
                 for (&a, &h) in hits.iter().zip(&sender_hops) {
                     self.gain(to, a, Some(h));
                 }
-                self.process_outputs(to, outputs, Some((from, exchange)));
+                let reply_to = exchange.map(|exchange| (from, exchange));
+                self.process_outputs(to, outputs, reply_to);
             }
             None => {
                 for (&a, &h) in hits.iter().zip(&sender_hops) {
                     self.gain(to, a, Some(h));
                 }
+                let Some(exchange) = exchange else {
+                    return; // One way: nothing to answer.
+                };
                 let response = match request {
                     Request::Summary(..) => {
                         let lie = self.model.adversary_kind.does(AdversaryKind::ClockLie);
@@ -1375,7 +1357,7 @@ impl<'a> Sim<'a> {
             self.out.forged_sent += forged;
             self.out.replays_sent += replays;
             let peer = self.nodes[t].peer;
-            self.send_request(adv, peer, u64::MAX, &request);
+            self.send_request(adv, peer, Some(u64::MAX), &request);
         }
     }
 
