@@ -333,6 +333,17 @@ fn engine_with_peers(config: Config, peers: u64) -> Engine {
     e
 }
 
+/// Reports the first `n` of the peers [`engine_with_peers`] made known as connected to `e`.
+fn connect(e: &mut Engine, n: u64) -> Vec<PeerId> {
+    let peers: Vec<PeerId> = (0..n)
+        .map(|i| keypair(100 + i).public().to_peer_id())
+        .collect();
+    for peer in &peers {
+        e.handle(Input::Connected(*peer), NOW);
+    }
+    peers
+}
+
 /// Pushes `records` from `from` to `e` (through the codec) and returns the engine's outputs.
 fn push(e: &mut Engine, from: PeerId, records: &[Record]) -> Vec<Output> {
     deliver(
@@ -556,12 +567,7 @@ fn a_record_waiting_for_the_round_is_not_fetched_again_when_announced() {
 #[test]
 fn ids_of_news_go_over_open_connections_only() {
     let mut e = engine_with_peers(Config::default(), 50);
-    let connected: Vec<PeerId> = (0..3)
-        .map(|i| keypair(100 + i).public().to_peer_id())
-        .collect();
-    for peer in &connected {
-        e.handle(Input::Connected(*peer), NOW);
-    }
+    let connected = connect(&mut e, 3);
     let out = push(&mut e, PeerId::random(), std::slice::from_ref(&pool()[0]));
     assert_eq!(
         sends(&out),
@@ -582,12 +588,7 @@ fn ids_of_news_go_over_open_connections_only() {
 #[test]
 fn own_news_is_flooded_to_connected_members_and_news_from_its_owner_goes_on_as_ids() {
     let mut e = engine_with_peers(Config::default(), 50);
-    let connected: Vec<PeerId> = (0..20)
-        .map(|i| keypair(100 + i).public().to_peer_id())
-        .collect();
-    for peer in &connected {
-        e.handle(Input::Connected(*peer), NOW);
-    }
+    let connected = connect(&mut e, 20);
     // 50 members: push_fanout + ⌈ln 50⌉ + 3 = 8 peers picked for news.
     let mine = specialist(&keypair(1), "mine", &["x"], 1, NOW - 1000, 60_000);
     let out = e.handle(Input::Publish(mine.clone()), NOW);

@@ -1298,34 +1298,12 @@ impl EventLoop {
         if self.is_banned(&to) || !self.swarm.is_connected(&to) {
             return;
         }
-        let Err(request) = self.send_one_way_on_link(to, request) else {
+        let Err(request) = self.queue_on_link(to, link::ONE_WAY, request) else {
             return;
         };
         if self.outbound.len() < MAX_OUTBOUND {
             let id = self.swarm.behaviour_mut().sync.send_request(&to, request);
             self.outbound.insert(id, None);
-        }
-    }
-
-    /// Queues a one-way request on our link to `to`; gives it back when there is no direct
-    /// connection, no link can be opened, or its queue is full.
-    fn send_one_way_on_link(
-        &mut self,
-        to: PeerId,
-        request: gossip::Request,
-    ) -> Result<(), gossip::Request> {
-        if !self.is_direct(&to) || !self.open_link(to) {
-            return Err(request);
-        }
-        let Some(out) = self.links_out.get_mut(&to) else {
-            return Err(request);
-        };
-        match out.requests.try_send((link::ONE_WAY, request)) {
-            Ok(()) => {
-                out.last_used = Instant::now();
-                Ok(())
-            }
-            Err(e) => Err(e.into_inner().1),
         }
     }
 
@@ -1368,24 +1346,40 @@ impl EventLoop {
         exchange: ExchangeId,
         request: gossip::Request,
     ) -> Result<(), gossip::Request> {
-        if !self.is_direct(&to) || self.link_requests.len() >= MAX_OUTBOUND || !self.open_link(to) {
+        if self.link_requests.len() >= MAX_OUTBOUND {
+            return Err(request);
+        }
+        let id = self.next_link_request;
+        let link = self.queue_on_link(to, id, request)?;
+        self.next_link_request += 1;
+        let sent = LinkRequest {
+            exchange,
+            peer: to,
+            sent: Instant::now(),
+        };
+        self.link_requests.insert((link, id), sent);
+        Ok(())
+    }
+
+    /// Queues request `id` on our link to `to` (opened now if need be) and returns the link;
+    /// gives the request back when `to` has no direct connection, no link can be opened, or
+    /// its queue is full.
+    fn queue_on_link(
+        &mut self,
+        to: PeerId,
+        id: u64,
+        request: gossip::Request,
+    ) -> Result<LinkId, gossip::Request> {
+        if !self.is_direct(&to) || !self.open_link(to) {
             return Err(request);
         }
         let Some(out) = self.links_out.get_mut(&to) else {
             return Err(request);
         };
-        let id = self.next_link_request;
         match out.requests.try_send((id, request)) {
             Ok(()) => {
-                self.next_link_request += 1;
                 out.last_used = Instant::now();
-                let sent = LinkRequest {
-                    exchange,
-                    peer: to,
-                    sent: Instant::now(),
-                };
-                self.link_requests.insert((out.id, id), sent);
-                Ok(())
+                Ok(out.id)
             }
             Err(e) => Err(e.into_inner().1),
         }
