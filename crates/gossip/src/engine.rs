@@ -10,11 +10,12 @@
 //!    byte limit; what does not fit goes in the next step, so nothing is dropped.
 //!
 //! When a record new to this node is merged (a new key or a newer seq), it is pushed on at once
-//! to `push_fanout` peers and its id announced to ⌈ln N⌉ + 3 more, who fetch it if they lack
-//! it (rumor mongering: each node forwards a given record once, so the federation does not
-//! amplify it; with feedback on, a push acknowledged as news goes on to one more peer, a
-//! bounded number of times). A record this node publishes is pushed to all of those peers,
-//! since none of them can hold it yet. Refreshes and membership news (node records) learnt
+//! to `push_fanout` peers and its id announced (one way) to ⌈ln N⌉ + 3 more, who fetch it if
+//! they lack it (rumor mongering: each node forwards a given record once, so the federation
+//! does not amplify it; with feedback on, a push acknowledged as news goes on to one more
+//! peer, a bounded number of times). A new record this node publishes is pushed to all of
+//! those peers and to every connected member, since none of them can hold it yet; news that
+//! came from its owner goes on as ids only. Refreshes and membership news (node records) learnt
 //! from peers go on together at the next round: they are not what anyone waits for, and one
 //! rumor wave each would cost a federation of N nodes N² messages as it forms. The periodic
 //! exchanges remain what guarantees convergence.
