@@ -1057,16 +1057,16 @@ impl<'a> Sim<'a> {
     /// Sends `request` for `exchange` (`None`: one way, nothing to report back).
     fn send_request(&mut self, from: usize, to: PeerId, exchange: Option<u64>, request: &Request) {
         let latency = self.model.latency_ms;
-        let target = self.by_peer.get(&to).copied();
-        let gone = match target.map(|t| &self.nodes[t]) {
-            None => Some(Some(to)),
-            Some(t) if !t.present => Some(Some(to)),
-            Some(t) if t.unreachable => Some(None),
-            Some(_) => None,
-        };
-        let (Some(target), None) = (target, gone) else {
+        let known = self.by_peer.get(&to).copied();
+        let nodes = &self.nodes;
+        let Some(target) = known.filter(|&t| nodes[t].present && !nodes[t].unreachable) else {
             self.out.dial_failures += 1;
-            self.fail_later(from, exchange, latency, gone.flatten());
+            // Unknown or left: reported gone; present but unreachable: only failed.
+            let gone = match known {
+                Some(t) if nodes[t].present => None,
+                _ => Some(to),
+            };
+            self.fail_later(from, exchange, latency, gone);
             return;
         };
         let bytes = wire::encode(request);
