@@ -1,5 +1,6 @@
-//! `gossipdir demo`: N real nodes in one process on 127.0.0.1 (real TCP transport, noise,
-//! yamux, or QUIC with `--transport quic`, and the real sync protocol; mDNS off), each bootstrapped to two random earlier nodes.
+//! `gossipdir demo`: N real nodes in one process on 127.0.0.1 (real TCP transport, noise and
+//! yamux, or QUIC with `--transport quic`, and the real sync protocol; mDNS off), each
+//! bootstrapped to two random earlier nodes.
 //! Each trial announces a new specialist on a random node and measures how many rounds (ticks
 //! of the announcing node) and how much wall time pass until every node holds it.
 //!
