@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use crate::codec::{ByteCounters, SYNC_PROTOCOL, SyncCodec};
 use crate::config::NodeConfig;
 use crate::error::StartError;
+use crate::liveness::Liveness;
 
 /// Kademlia protocol name of gossipdir (a private DHT, not the public IPFS one).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/gossipdir/kad/1.0.0");
@@ -32,7 +33,8 @@ pub struct Behaviour {
     /// Off with a partial view (see [`NodeConfig::kademlia`]).
     pub kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     pub identify: identify::Behaviour,
-    pub ping: ping::Behaviour,
+    /// Ping on TCP and relayed connections ([`crate::liveness`]).
+    pub ping: Liveness,
     pub autonat: autonat::Behaviour,
     pub relay_client: relay::client::Behaviour,
     pub dcutr: dcutr::Behaviour,
@@ -125,7 +127,7 @@ pub fn build_swarm(
                 mdns: Toggle::from(mdns),
                 kad: Toggle::from(kad),
                 identify,
-                ping: ping::Behaviour::new(ping::Config::new()),
+                ping: Liveness::new(ping::Config::new()),
                 autonat,
                 relay_client,
                 dcutr: dcutr::Behaviour::new(local),

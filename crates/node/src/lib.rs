@@ -5,6 +5,7 @@
 //!   connection limits) and the swarm (TCP+noise+yamux, QUIC, DNS, relay transport).
 //! - [`link`]: the same sync requests pipelined over one long-lived stream per connected
 //!   peer (no substream per request).
+//! - [`liveness`]: ping on TCP and relayed connections (QUIC notices a dead peer itself).
 //! - [`event_loop`]: owns the swarm and the gossip engine; publishes and refreshes this
 //!   node's records; withdraws them on shutdown.
 //! - [`client`]: the cloneable handle the API and the CLI drive the node with.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod event_loop;
 pub mod link;
+pub mod liveness;
 pub mod metrics;
 
 use std::net::SocketAddr;
