@@ -113,8 +113,10 @@ struct Trial {
     rounds: Option<u32>,
     wall: Duration,
     before_first_tick: u32,
-    /// When half of the nodes held it (the median arrival).
+    /// When half, nine tenths and 99 % of the nodes held it.
     half: Option<Duration>,
+    nine_tenths: Option<Duration>,
+    ninety_nine: Option<Duration>,
     /// Sync-protocol bytes received per node between the announcement and convergence.
     bytes_per_node: f64,
 }
@@ -234,9 +236,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .await?;
-        let mut held = 0;
+        let mut arrived_at = Vec::with_capacity(n);
         let mut before_first_tick = 0u32;
-        let mut half = None;
         let until = tokio::time::Instant::from_std(start + deadline);
         let trial = loop {
             // Arrivals come from the nodes' change feeds: nothing is polled, the measurement
@@ -248,34 +249,36 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             let wall = start.elapsed();
             let mut ticks = 0;
             if arrived {
-                held += 1;
-                if held == n.div_ceil(2) {
-                    half = Some(wall);
-                }
+                arrived_at.push(wall);
                 ticks = origin_round.get().saturating_sub(start_round) as u32;
                 if ticks == 0 {
                     before_first_tick += 1;
                 }
             }
-            let done = held == n;
+            let done = arrived_at.len() == n;
             if done || !arrived || ticks > args.max_rounds {
                 let bytes = received_bytes(&nodes).await?.saturating_sub(bytes_before);
                 break Trial {
                     rounds: done.then_some(ticks),
                     wall,
                     before_first_tick,
-                    half,
+                    // The k-th of n nodes to hold it, for a fraction k / n of them.
+                    half: arrived_at.get(n.div_ceil(2) - 1).copied(),
+                    nine_tenths: arrived_at.get((n * 9).div_ceil(10) - 1).copied(),
+                    ninety_nine: arrived_at.get((n * 99).div_ceil(100) - 1).copied(),
                     bytes_per_node: bytes as f64 / n as f64,
                 };
             }
         };
         eprintln!(
-            "trial {t}: origin node {origin}, {} round(s), {:.1?} (half of the nodes: {:.1?}), {} of {n} nodes held it before the first round",
+            "trial {t}: origin node {origin}, {} round(s), {:.1?} (half of the nodes: {:.1?}, nine tenths: {:.1?}, 99 %: {:.1?}), {} of {n} nodes held it before the first round",
             trial
                 .rounds
                 .map_or("not converged".to_owned(), |r| r.to_string()),
             trial.wall,
             trial.half.unwrap_or_default(),
+            trial.nine_tenths.unwrap_or_default(),
+            trial.ninety_nine.unwrap_or_default(),
             trial.before_first_tick
         );
         trials.push((origin, trial));
@@ -313,6 +316,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 "origin": origin,
                 "wall_ms": t.wall.as_secs_f64() * 1000.0,
                 "half_of_the_nodes_ms": t.half.map(|h| h.as_secs_f64() * 1000.0),
+                "nine_tenths_of_the_nodes_ms": t.nine_tenths.map(|h| h.as_secs_f64() * 1000.0),
+                "ninety_nine_percent_of_the_nodes_ms": t.ninety_nine.map(|h| h.as_secs_f64() * 1000.0),
                 "holders_before_first_round": t.before_first_tick,
                 "gossip_bytes_received_per_node": t.bytes_per_node,
             })),
