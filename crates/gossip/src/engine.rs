@@ -330,9 +330,9 @@ pub struct Engine {
     connected: IndexSet<PeerId>,
     pending: HashMap<ExchangeId, Pending>,
     next_exchange: ExchangeId,
-    /// Records new to this node, to push on at the end of the current input, and where they
-    /// came from.
-    news: Vec<(Arc<Record>, Source)>,
+    /// Records new to this node, to push on at the end of the current input, where they
+    /// came from, and the peer that sent them (none: this node's own or the round's).
+    news: Vec<(Arc<Record>, Source, Option<PeerId>)>,
     /// Refreshes (see [`Config::forward_refreshes`]) and node records merged from peers since
     /// the last round, pushed on together at the next one (bounded by `max_rumor_memory`).
     next_round: Vec<Arc<Record>>,
@@ -344,9 +344,9 @@ pub struct Engine {
     /// those waiting for the next round's batch, which it must not fetch again), and finds
     /// the record a peer fetches by the prefix this node announced.
     rumored_by_prefix: HashMap<IdPrefix, RecordId>,
-    /// Prefixes of announced ids being fetched, and when the fetch started (bounded; entries
-    /// older than the exchange timeout are stale).
-    fetching: HashMap<IdPrefix, u64>,
+    /// Prefixes of announced ids being fetched, when the fetch started and who announced
+    /// them (bounded; entries older than the exchange timeout are stale).
+    fetching: HashMap<IdPrefix, Fetch>,
     /// Records received per peer this round, and in all.
     received_this_round: HashMap<PeerId, usize>,
     received_total_this_round: usize,
@@ -374,6 +374,20 @@ struct View {
     /// News goes to them too, so that a node few views hold still hears of it at once.
     inbound: HashMap<PeerId, u64>,
 }
+
+/// An announced id being fetched.
+#[derive(Debug, Clone)]
+struct Fetch {
+    started_at: u64,
+    /// The peers that announced it, the one it is fetched from first (at most
+    /// [`MAX_KNOWN_HOLDERS`]): they hold it, so it is not sent on to them.
+    holders: Vec<PeerId>,
+}
+
+/// Announcers remembered per id being fetched: about the overlay a view makes (a view and
+/// the views holding this node), and enough to spare most announcements a wave would send
+/// back to where it came from.
+const MAX_KNOWN_HOLDERS: usize = 16;
 
 /// Rounds a member that reconciled with this node is still counted as holding it in its view
 /// (with fanout 2 over a view of 8, one of them starts an exchange with each member about
@@ -533,7 +547,7 @@ impl Engine {
                     } else {
                         Source::Own
                     };
-                    self.news.push((merged.record, source));
+                    self.news.push((merged.record, source, None));
                 }
             }
             Input::PeerDiscovered(peer) => {
@@ -584,7 +598,7 @@ impl Engine {
             self.next_round
                 .drain(..)
                 .filter(|r| store.get(&r.key()).is_some_and(|held| held.id() == r.id()))
-                .map(|r| (r, Source::Round)),
+                .map(|r| (r, Source::Round, None)),
         );
         self.received_this_round.clear();
         self.received_total_this_round = 0;
@@ -786,6 +800,27 @@ impl Engine {
     /// The members of the view (empty when there is none).
     pub fn view(&self) -> &[PeerId] {
         &self.view.members
+    }
+
+    /// With a view, the peers news goes to: its members and the members whose views hold
+    /// this node (empty without a view, where news goes to whichever members are connected).
+    pub fn overlay(&self) -> HashSet<PeerId> {
+        if !self.view_on() {
+            return HashSet::new();
+        }
+        (self.view.members.iter())
+            .chain(self.inbound_members())
+            .copied()
+            .collect()
+    }
+
+    /// The members counted as holding this node in their views (see `View::inbound`).
+    fn inbound_members(&self) -> impl Iterator<Item = &PeerId> {
+        let round = self.stats.rounds;
+        let inbound = self.view.inbound.iter();
+        inbound
+            .filter(move |(_, at)| round.saturating_sub(**at) < INBOUND_ROUNDS)
+            .map(|(p, _)| p)
     }
 
     /// Up to `k` distinct peers, uniformly from node-record owners and reported peers,
@@ -1195,7 +1230,7 @@ impl Engine {
                         } else {
                             Source::Peer
                         };
-                        self.news.push((m.record, source));
+                        self.news.push((m.record, source, Some(from)));
                     } else if self.next_round.len() < self.config.max_rumor_memory {
                         self.next_round.push(m.record);
                     } else {
@@ -1245,11 +1280,13 @@ impl Engine {
         let mut records = Vec::new();
         let mut ids = Vec::new();
         let (mut from_peers, mut own, mut flood) = (false, false, false);
+        // Peers known to hold every record of the batch: nothing is sent back to them.
+        let mut holders: Option<HashSet<PeerId>> = None;
         let mut budget = self
             .config
             .max_message_bytes
             .saturating_sub(MESSAGE_OVERHEAD);
-        for (record, source) in news {
+        for (record, source, sender) in news {
             if ids.len() >= MAX_ANNOUNCED_IDS {
                 break; // The periodic exchanges carry the rest.
             }
@@ -1266,22 +1303,33 @@ impl Engine {
             from_peers |= source == Source::Peer;
             own |= matches!(source, Source::Own | Source::OwnRoutine);
             flood |= source == Source::Own;
-            ids.push(ByteBuf::from(prefix_of(&record.id()).to_vec()));
+            let prefix = prefix_of(&record.id());
+            let announcers = self.fetching.get(&prefix).map(|f| f.holders.iter());
+            let known: HashSet<PeerId> = sender
+                .into_iter()
+                .chain(announcers.into_iter().flatten().copied())
+                .collect();
+            holders = Some(match holders {
+                None => known,
+                Some(h) => h.intersection(&known).copied().collect(),
+            });
+            ids.push(ByteBuf::from(prefix.to_vec()));
             records.push(record);
         }
         if records.is_empty() {
             return;
         }
+        let holders = holders.unwrap_or_default();
         let wanted = self.config.push_fanout + self.announce_fanout();
         let peers = if flood {
             // Every connected peer, and as many others as make `wanted`: a dial per peer to
             // flood would cost more than the round trips it spares.
-            let mut peers = self.pick_push_peers(wanted.max(self.connected.len()));
+            let mut peers = self.pick_push_peers(wanted.max(self.connected.len()), &holders);
             let connected = peers.iter().filter(|p| self.connected.contains(*p)).count();
             peers.truncate(connected.max(wanted));
             peers
         } else {
-            self.pick_push_peers(wanted)
+            self.pick_push_peers(wanted, &holders)
         };
         // One input brings news of one source: records from peers (some from their owner), a
         // publication of this node's, or the round's batch.
@@ -1325,16 +1373,17 @@ impl Engine {
     /// view, only its members and the members whose views hold this node (connected ones
     /// first): news then travels the same bounded set of links as the rounds, and a
     /// connection outside the view (a rotation's) is not kept open by the pushes it would
-    /// otherwise attract.
-    fn pick_push_peers(&mut self, k: usize) -> Vec<PeerId> {
+    /// otherwise attract. Never one in `exclude` (peers known to hold the news).
+    fn pick_push_peers(&mut self, k: usize, exclude: &HashSet<PeerId>) -> Vec<PeerId> {
         if !self.view_on() {
             let (store, peers) = (&self.store, &self.peers);
-            let connected = self.connected.iter();
+            let connected = self.connected.iter().filter(|p| !exclude.contains(*p));
             let members = connected.filter(|p| store.nodes().contains(*p) || peers.contains(*p));
             let connected: Vec<PeerId> = members.copied().collect();
             let mut picked = take_random(&mut self.rng, connected, k);
             if picked.len() < k {
-                let exclude: HashSet<PeerId> = picked.iter().copied().collect();
+                let mut exclude = exclude.clone();
+                exclude.extend(picked.iter().copied());
                 picked.extend(self.pick_peers(k - picked.len(), &exclude));
             }
             return picked;
@@ -1342,16 +1391,13 @@ impl Engine {
         // The view and the members whose views hold this node (the overlay taken both ways),
         // so that a node no view happens to hold still gets news at once.
         self.refresh_view();
-        let round = self.stats.rounds;
         let members = &self.view.members;
-        let inbound =
-            self.view.inbound.iter().filter(|(p, at)| {
-                round.saturating_sub(**at) < INBOUND_ROUNDS && !members.contains(p)
-            });
-        let inbound: Vec<PeerId> = inbound.map(|(p, _)| *p).collect();
+        let inbound = self.inbound_members().filter(|p| !members.contains(p));
+        let inbound: Vec<PeerId> = inbound.copied().collect();
         let (connected, rest): (Vec<PeerId>, Vec<PeerId>) = [members.clone(), inbound]
             .concat()
             .into_iter()
+            .filter(|p| !exclude.contains(p))
             .partition(|p| self.connected.contains(p));
         let mut picked = take_random(&mut self.rng, connected, k);
         let more = k - picked.len();
@@ -1385,7 +1431,7 @@ impl Engine {
         let timeout = self.config.exchange_timeout_ms;
         if self.fetching.len() >= self.config.max_rumor_memory {
             self.fetching
-                .retain(|_, at| now.saturating_sub(*at) < timeout);
+                .retain(|_, f| now.saturating_sub(f.started_at) < timeout);
         }
         let mut need = VecDeque::new();
         for raw in ids.iter().take(MAX_ANNOUNCED_IDS) {
@@ -1402,15 +1448,23 @@ impl Engine {
             } else {
                 continue;
             };
-            if self
-                .fetching
-                .get(&prefix)
-                .is_some_and(|at| now.saturating_sub(*at) < timeout)
-                || self.fetching.len() >= self.config.max_rumor_memory
+            if let Some(fetch) = self.fetching.get_mut(&prefix)
+                && now.saturating_sub(fetch.started_at) < timeout
             {
+                // Fetched from another announcer already: this one holds it too.
+                if fetch.holders.len() < MAX_KNOWN_HOLDERS && !fetch.holders.contains(&from) {
+                    fetch.holders.push(from);
+                }
                 continue;
             }
-            self.fetching.insert(prefix, now);
+            if self.fetching.len() >= self.config.max_rumor_memory {
+                continue;
+            }
+            let fetch = Fetch {
+                started_at: now,
+                holders: vec![from],
+            };
+            self.fetching.insert(prefix, fetch);
             need.push_back(want);
         }
         let wanted = need.len() as u32;

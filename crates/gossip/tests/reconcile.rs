@@ -612,6 +612,37 @@ fn own_news_is_flooded_to_connected_members_and_news_from_its_owner_goes_on_as_i
     assert_eq!(sends(&few.handle(Input::Publish(mine), NOW)), (8, 0));
 }
 
+/// News does not go back to where it came from: the peer that sent it and the peers that
+/// announced it while this node fetched it hold it already.
+#[test]
+fn news_is_not_sent_back_to_the_peers_known_to_hold_it() {
+    let mut e = engine_with_peers(Config::default(), 50);
+    // 8 connected members: as many as push_fanout + ⌈ln 50⌉ + 3, so every one is picked for
+    // news unless it is known to hold it.
+    let connected = connect(&mut e, 8);
+    let record = &pool()[0];
+    let have = Request::Have(vec![record.id().0.to_vec().into()]);
+    let out = deliver(&mut e, connected[0], &have);
+    let (to, exchange, _) = sent(&out).pop().expect("a fetch from the first announcer");
+    assert_eq!(to, connected[0]);
+    let again = deliver(&mut e, connected[1], &have);
+    assert_eq!(sends(&again), (0, 0), "already being fetched");
+    let response = Response::Reconcile(None, vec![record.to_raw()], 1);
+    let out = e.handle(Input::Response { exchange, response }, NOW);
+    let to: Vec<PeerId> = requests(&out).iter().map(|(to, _)| *to).collect();
+    assert_eq!(
+        sends(&out),
+        (1, 5),
+        "one push, ids to the other 5 connected members"
+    );
+    assert!(!to.contains(&connected[0]) && !to.contains(&connected[1]));
+
+    // Pushed: the pusher is left out too.
+    let pushed = push(&mut e, connected[2], std::slice::from_ref(&pool()[1]));
+    assert!(requests(&pushed).iter().all(|(to, _)| *to != connected[2]));
+    assert_eq!(sends(&pushed), (1, 6));
+}
+
 /// The requests of `out` by kind: (pushes, id announcements).
 fn sends(out: &[Output]) -> (usize, usize) {
     let all = requests(out);

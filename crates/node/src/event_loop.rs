@@ -1497,7 +1497,11 @@ impl EventLoop {
 
     /// On every round: requests on links unanswered for the request timeout fail (as over
     /// request-response), and our links with nothing in flight for the connection idle
-    /// timeout close, so that idle connections can close too.
+    /// timeout close, so that idle connections can close too; but not the links to the
+    /// overlay (the peers news goes to), which stay ready for news: after a quiet minute,
+    /// opening them again at the first news (a stream and its protocol negotiation on every
+    /// node at once) made that news take 3.2–3.3 s to reach 1,000 nodes in one process, not
+    /// 1.3 s.
     fn tend_links(&mut self) {
         let timeout = self.config.request_timeout;
         let expired: Vec<(LinkId, u64)> = self
@@ -1516,8 +1520,10 @@ impl EventLoop {
         }
         let busy: HashSet<LinkId> = self.link_requests.keys().map(|(l, _)| *l).collect();
         let idle = self.config.idle_timeout;
-        self.links_out
-            .retain(|_, l| busy.contains(&l.id) || l.last_used.elapsed() < idle);
+        let overlay = self.engine.overlay();
+        self.links_out.retain(|peer, l| {
+            busy.contains(&l.id) || l.last_used.elapsed() < idle || overlay.contains(peer)
+        });
     }
 
     fn on_sync_event(&mut self, event: request_response::Event<gossip::Request, gossip::Response>) {
