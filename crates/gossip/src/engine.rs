@@ -10,7 +10,8 @@
 //!    byte limit; what does not fit goes in the next step, so nothing is dropped.
 //!
 //! When a record new to this node is merged (a new key or a newer seq), it is pushed on at once
-//! to `push_fanout` peers and its id announced (one way) to ⌈ln N⌉ + 3 more, who fetch it if
+//! to `push_fanout` peers (one way over an open connection, unless feedback is on) and its id
+//! announced (one way) to ⌈ln N⌉ + 3 more, never to a peer known to hold it, who fetch it if
 //! they lack it (rumor mongering: each node forwards a given record once, so the federation
 //! does not amplify it; with feedback on, a push acknowledged as news goes on to one more
 //! peer, a bounded number of times). A new record this node publishes is pushed to all of
@@ -65,8 +66,9 @@ pub struct Config {
     pub max_round_trips: u32,
     /// Most full exchanges (periodic reconciliations) in flight at once.
     pub max_exchanges: usize,
-    /// Most rumor exchanges (pushes and fetches of announced ids; id announcements are one
-    /// way, [`Output::Notify`]) in flight at once. Counted apart from `max_exchanges`: a few
+    /// Most rumor exchanges (pushes that await an answer and fetches of announced ids; id
+    /// announcements and pushes over open connections without feedback are one way,
+    /// [`Output::Notify`]) in flight at once. Counted apart from `max_exchanges`: a few
     /// news items at once (node records being refreshed) must not leave the next one unsent
     /// while reconciliations are running.
     pub max_rumor_exchanges: usize,
@@ -195,9 +197,10 @@ pub enum Output {
         exchange: ExchangeId,
         request: Request,
     },
-    /// Send `request` to `to` and expect nothing back (an id announcement: the receiver
-    /// fetches what it lacks): no exchange to report, and an answer, if the transport brings
-    /// one, means nothing. The caller may drop it when it cannot be sent at once.
+    /// Send `request` to `to` and expect nothing back (an id announcement, whose receiver
+    /// fetches what it lacks, or a push without feedback): no exchange to report, and an
+    /// answer, if the transport brings one, means nothing. The caller may drop it when it
+    /// cannot be sent at once.
     Notify { to: PeerId, request: Request },
     /// Answer the request received on `channel`.
     Respond {
@@ -1493,12 +1496,21 @@ impl Engine {
         now: u64,
         out: &mut Vec<Output>,
     ) {
+        let request = Request::Push(batch.as_ref().clone());
+        // Over an open connection, with no feedback to act on, one way like an announcement:
+        // the `PushAck` would be a message per push that tells this node nothing it uses.
+        let connected = self.connected.is_empty() || self.connected.contains(&peer);
+        if forwards == 0 && connected {
+            self.stats.pushes_sent += 1;
+            self.stats.records_sent += batch.len() as u64;
+            out.push(Output::Notify { to: peer, request });
+            return;
+        }
         if !self.rumor_room() {
             return; // Reconciliation carries what pushes cannot.
         }
         self.stats.pushes_sent += 1;
         self.stats.records_sent += batch.len() as u64;
-        let request = Request::Push(batch.as_ref().clone());
         self.start(peer, now, Exchange::Push(batch, forwards), request, out);
     }
 

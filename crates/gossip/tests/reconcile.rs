@@ -362,22 +362,10 @@ fn news_is_pushed_on_once_to_push_fanout_peers() {
     let mut e = engine_with_peers(config, 10);
     let record = &pool()[0];
     let out = push(&mut e, PeerId::random(), std::slice::from_ref(record));
-    let pushes: Vec<_> = out
-        .iter()
-        .filter(|o| {
-            matches!(
-                o,
-                Output::Send {
-                    request: Request::Push(_),
-                    ..
-                }
-            )
-        })
-        .collect();
-    assert_eq!(pushes.len(), 2);
+    assert_eq!(sends(&out).0, 2);
     // The same record again (from anyone) is not news: nothing is pushed.
     let out = push(&mut e, PeerId::random(), std::slice::from_ref(record));
-    assert!(!out.iter().any(|o| matches!(o, Output::Send { .. })));
+    assert!(requests(&out).is_empty());
 }
 
 /// What [`Output::Merged`] reports in `out` (none when it is absent).
@@ -654,17 +642,18 @@ fn sends(out: &[Output]) -> (usize, usize) {
 }
 
 /// Rumors have their own budget: reconciliations filling `max_exchanges` do not hold news
-/// back, and news does not take reconciliations' slots; pushes beyond `max_rumor_exchanges`
-/// unanswered rumor exchanges wait for the rounds, while id announcements, one way, take no
-/// slot.
+/// back, and news does not take reconciliations' slots; pushes that await feedback beyond
+/// `max_rumor_exchanges` unanswered rumor exchanges wait for the rounds, while id
+/// announcements and pushes without feedback, one way, take no slot.
 #[test]
 fn rumors_and_reconciliations_have_separate_budgets() {
     let config = Config {
         max_exchanges: 2,
         max_rumor_exchanges: 2,
+        push_feedback_forwards: 1,
         ..Config::default()
     };
-    let mut e = engine_with_peers(config, 50);
+    let mut e = engine_with_peers(config.clone(), 50);
     let out = e.handle(Input::Tick, NOW);
     assert_eq!(sent(&out).len(), 2, "two reconciliations, every slot taken");
     let first = push(&mut e, PeerId::random(), &pool()[..1]);
@@ -686,6 +675,19 @@ fn rumors_and_reconciliations_have_separate_budgets() {
         .filter(|(_, _, r)| matches!(r, Request::Summary(..)))
         .count();
     assert_eq!(syncs, 2);
+
+    // Without feedback a push goes one way: none is held back.
+    let config = Config {
+        push_feedback_forwards: 0,
+        ..config
+    };
+    let mut e = engine_with_peers(config, 50);
+    e.handle(Input::Tick, NOW);
+    for record in &pool()[..3] {
+        let out = push(&mut e, PeerId::random(), std::slice::from_ref(record));
+        assert_eq!(sends(&out), (1, 7));
+        assert!(sent(&out).is_empty(), "nothing awaits an answer");
+    }
 }
 
 #[test]
@@ -755,13 +757,10 @@ fn an_owner_emitting_faster_than_its_rumor_rate_is_not_amplified() {
         .map(|i| specialist(&spammer, &format!("s{i}"), &["x"], 1, NOW - 10, 60_000))
         .collect();
     let out = push(&mut e, PeerId::random(), &records);
-    let pushed: usize = out
+    let pushed: usize = requests(&out)
         .iter()
-        .map(|o| match o {
-            Output::Send {
-                request: Request::Push(r),
-                ..
-            } => r.len(),
+        .map(|(_, r)| match r {
+            Request::Push(r) => r.len(),
             _ => 0,
         })
         .sum();
@@ -809,23 +808,15 @@ fn a_push_acknowledged_as_news_goes_on_to_one_more_peer_within_its_budget() {
         },
         NOW,
     );
-    let Some(Output::Send {
-        exchange,
+    // The budget of one forward is spent with this push: it awaits no feedback, so it goes
+    // one way.
+    let Some(Output::Notify {
         request: Request::Push(_),
         ..
     }) = second.first().cloned()
     else {
         panic!("news was not pushed on: {second:?}");
     };
-    // The budget of one forward is spent: news again goes nowhere.
-    let third = e.handle(
-        Input::Response {
-            exchange,
-            response: Response::PushAck(1),
-        },
-        NOW,
-    );
-    assert!(third.is_empty(), "{third:?}");
 }
 
 #[test]

@@ -176,7 +176,7 @@ fn news_also_goes_to_members_whose_view_holds_this_node() {
         e.handle(Input::Publish(record), NOW)
             .into_iter()
             .filter_map(|o| match o {
-                Output::Send { to, .. } => Some(to),
+                Output::Send { to, .. } | Output::Notify { to, .. } => Some(to),
                 _ => None,
             })
             .collect()
