@@ -826,6 +826,12 @@ impl Engine {
             .map(|(p, _)| p)
     }
 
+    /// Whether a one-way request to `peer` goes over an open connection (a caller that
+    /// reports no connections, the simulator, has every member count as connected).
+    fn is_open(&self, peer: &PeerId) -> bool {
+        self.connected.is_empty() || self.connected.contains(peer)
+    }
+
     /// Up to `k` distinct peers, uniformly from node-record owners and reported peers,
     /// never this node and never one in `exclude`.
     fn pick_uniform(&mut self, k: usize, exclude: &HashSet<PeerId>) -> Vec<PeerId> {
@@ -1352,14 +1358,8 @@ impl Engine {
             }
         }
         // Ids go over open connections only: a dial costs a handshake, many times the bytes
-        // and CPU of the few bytes announced (a caller that reports no connections, the
-        // simulator, has every member count as reachable).
-        let connected = &self.connected;
-        let lazy: Vec<PeerId> = lazy
-            .iter()
-            .filter(|p| connected.is_empty() || connected.contains(*p))
-            .copied()
-            .collect();
+        // and CPU of the few bytes announced.
+        let lazy: Vec<PeerId> = lazy.iter().filter(|p| self.is_open(p)).copied().collect();
         // One way: the answer tells the announcer nothing it acts on, and a round trip
         // fewer is half the packets of an announcement (at most `wanted` per input).
         for to in lazy {
@@ -1496,22 +1496,20 @@ impl Engine {
         now: u64,
         out: &mut Vec<Output>,
     ) {
-        let request = Request::Push(batch.as_ref().clone());
         // Over an open connection, with no feedback to act on, one way like an announcement:
         // the `PushAck` would be a message per push that tells this node nothing it uses.
-        let connected = self.connected.is_empty() || self.connected.contains(&peer);
-        if forwards == 0 && connected {
-            self.stats.pushes_sent += 1;
-            self.stats.records_sent += batch.len() as u64;
-            out.push(Output::Notify { to: peer, request });
-            return;
-        }
-        if !self.rumor_room() {
+        let one_way = forwards == 0 && self.is_open(&peer);
+        if !one_way && !self.rumor_room() {
             return; // Reconciliation carries what pushes cannot.
         }
         self.stats.pushes_sent += 1;
         self.stats.records_sent += batch.len() as u64;
-        self.start(peer, now, Exchange::Push(batch, forwards), request, out);
+        let request = Request::Push(batch.as_ref().clone());
+        if one_way {
+            out.push(Output::Notify { to: peer, request });
+        } else {
+            self.start(peer, now, Exchange::Push(batch, forwards), request, out);
+        }
     }
 
     /// Takes one rumor token from `owner`'s bucket; false when it is empty.

@@ -17,7 +17,9 @@
 //! [`LINK_QUEUE`] frames queued per link (a full queue sends the request over
 //! request-response, or drops the response: the requester times out and reconciles later),
 //! frames over the limit close the link. An outbound link with nothing in flight closes after
-//! the connection idle timeout, so links do not keep connections open by themselves.
+//! the connection idle timeout, so links do not keep connections open by themselves, except
+//! the links to the overlay (with a view: the peers news goes to), kept ready for news as long
+//! as their connection (see `EventLoop::tend_links`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
